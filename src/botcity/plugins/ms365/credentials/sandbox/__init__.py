@@ -1,0 +1,141 @@
+"""A local Microsoft identity platform, Microsoft Graph and BotCity Maestro, for tests,
+the demo and the benchmarks. Real servers on 127.0.0.1 ephemeral ports, driven by the
+real O365, msal and botcity-maestro-sdk over HTTP.
+
+    with Sandbox() as sbx:
+        os.environ.update(sbx.client_env())   # trust its CA, point the plugin at it
+        maestro = sbx.maestro_sdk()           # a logged-in BotMaestroSDK
+        ...
+        sbx.requests("identity")               # every request each server answered
+
+Nothing here is imported by the plugin itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ._http import Request, RequestLog
+from ._tls import make_tls_files
+from .graph import GraphService
+from .identity import IdentityService, Tenant
+from .maestro import MaestroService
+
+__all__ = ["Sandbox", "Request", "expire_token_text"]
+
+
+def expire_token_text(text: str) -> str:
+    """Return a stored token (the plugin's JSON) with every access token marked expired,
+    as if its hour had passed: what a bot finds after a long pause."""
+    data = json.loads(text)
+    cache = data.get("cache", data)
+    for entry in cache.get("AccessToken", {}).values():
+        entry["expires_on"] = str(int(time.time()) - 60)
+        entry.pop("refresh_on", None)
+    return json.dumps(data, separators=(",", ":"))
+
+
+class Sandbox:
+    """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
+
+    def __init__(self, *, maestro_version: str = "3.5.0") -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="botcity-ms365-sandbox-"))
+        self.tls = make_tls_files(self._folder)
+        self.requests = RequestLog()
+        self.tenant = Tenant()
+        #: The Azure app registration the demo and tests use.
+        self.app = self.tenant.register_app()
+        context = self.tls.server_context()
+        self.identity = IdentityService(self.requests, context, self.tenant)
+        self.graph = GraphService(self.requests, context, self.tenant)
+        self.maestro = MaestroService(self.requests, version=maestro_version)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        for service in (self.identity, self.graph, self.maestro):
+            service.start()
+        return self
+
+    def stop(self) -> None:
+        for service in (self.identity, self.graph, self.maestro):
+            service.stop()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- what clients need ------------------------------------------------------------
+    @property
+    def ca_file(self) -> str:
+        return str(self.tls.ca_cert)
+
+    @property
+    def authority_host(self) -> str:
+        return self.identity.url
+
+    @property
+    def graph_url(self) -> str:
+        return self.graph.url
+
+    @property
+    def maestro_url(self) -> str:
+        return self.maestro.url
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for a bot process: trust the sandbox CA and use its clouds."""
+        return {
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+            "MS365_AUTHORITY_HOST": self.authority_host,
+            "MS365_GRAPH_URL": self.graph_url,
+        }
+
+    def maestro_sdk(self) -> Any:
+        """A ``BotMaestroSDK`` logged in to the sandbox Maestro, as a developer's bot is."""
+        from botcity.maestro import BotMaestroSDK
+
+        sdk = BotMaestroSDK(self.maestro_url, self.maestro.login, self.maestro.key)
+        sdk.login()
+        return sdk
+
+    def put_app_credentials(self, label: str, *, tenant_id: str | None = None) -> None:
+        """Store the sandbox app's client id and secret under ``label`` in Maestro."""
+        self.maestro.put_secret(label, "client_id", self.app.client_id)
+        self.maestro.put_secret(label, "client_secret", self.app.secret)
+        if tenant_id:
+            self.maestro.put_secret(label, "tenant_id", tenant_id)
+
+    def consent_redirect(self, authorize_url: str) -> str:
+        """Do what a person does in the browser: open the consent URL, sign in as the
+        sandbox user, accept, and return the address the browser lands on."""
+        import requests
+
+        response = requests.get(
+            authorize_url, allow_redirects=False, verify=self.ca_file, timeout=10
+        )
+        location = response.headers.get("Location")
+        if response.status_code != 302 or not location:
+            raise RuntimeError(f"the sandbox did not redirect: {response.status_code}")
+        return location
+
+    def force_expiry(self, *, token_key: str = "token") -> None:
+        """Expire every access token on the server and in every token stored in Maestro."""
+        self.tenant.expire_access_tokens()
+        for label, items in self.maestro.credentials.items():
+            for item in items:
+                if item["key"] == token_key and item.get("value"):
+                    self.maestro.put_secret(label, token_key, expire_token_text(item["value"]))
+
+    def token_requests(self, grant_type: str | None = None) -> list[Request]:
+        """Requests to the identity platform's token endpoint, optionally of one grant."""
+        found = self.requests("identity", path_contains="/oauth2/v2.0/token")
+        if grant_type:
+            found = [r for r in found if r.form().get("grant_type") == grant_type]
+        return found

@@ -1,0 +1,261 @@
+"""What every sandbox server shares: a threaded HTTP(S) server on 127.0.0.1, a record of
+every request it answered, and faults a test can queue (an error status, a dropped
+connection, a slow answer)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+#: Longest a queued "slow answer" fault may sleep, so no test can hang on the sandbox.
+MAX_FAULT_DELAY = 60.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as a sandbox server received it."""
+
+    service: str
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, **headers: str) -> Reply:
+        return cls(
+            status,
+            json.dumps(data).encode(),
+            {"Content-Type": "application/json; charset=utf-8", **headers},
+        )
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain") -> Reply:
+        return cls(status, text.encode(), {"Content-Type": f"{content_type}; charset=UTF-8"})
+
+    @classmethod
+    def redirect(cls, location: str) -> Reply:
+        return cls(302, b"", {"Location": location})
+
+
+@dataclass
+class Fault:
+    """A misbehaviour queued for the next matching request(s)."""
+
+    status: int = 500
+    body: Any = None
+    retry_after: float | None = None
+    drop: bool = False
+    delay: float = 0.0
+    path_contains: str = ""
+    method: str = ""
+    times: int = 1
+
+
+Route = Callable[..., Reply]
+
+
+class RequestLog:
+    """Thread-safe record of every request the sandbox servers answered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Request] = []
+
+    def add(self, request: Request) -> None:
+        with self._lock:
+            self._items.append(request)
+
+    def __call__(
+        self, service: str | None = None, *, path_contains: str = "", method: str = ""
+    ) -> list[Request]:
+        with self._lock:
+            items = list(self._items)
+        return [
+            r
+            for r in items
+            if (service is None or r.service == service)
+            and path_contains in r.path
+            and (not method or r.method == method)
+        ]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class Service:
+    """Base of the three sandbox servers. Subclasses implement :meth:`handle`."""
+
+    name = "service"
+
+    def __init__(self, log: RequestLog, tls: ssl.SSLContext | None = None) -> None:
+        self._log = log
+        self._tls = tls
+        self._faults: deque[Fault] = deque()
+        self._faults_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._compiled = [(m, re.compile(p), f) for m, p, f in self.routes()]
+
+    # -- subclasses -------------------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, Route]]:
+        """``(method, path regex, function)``; named groups become keyword arguments."""
+        raise NotImplementedError
+
+    def handle(self, request: Request) -> Reply:
+        for method, pattern, function in self._compiled:
+            match = pattern.fullmatch(request.path)
+            if match and method == request.method:
+                args = {k: unquote(v) for k, v in match.groupdict().items()}
+                return function(request, **args)
+        return Reply.json({"message": f"no such endpoint: {request.method} {request.path}"}, 404)
+
+    # -- test controls ----------------------------------------------------------------
+    def fail_next(self, status: int = 500, **kwargs: Any) -> None:
+        """Queue a fault: the next request matching ``path_contains``/``method`` gets
+        ``status`` (or a dropped connection with ``drop=True``), ``times`` times."""
+        fault = Fault(status=status, **kwargs)
+        if fault.delay > MAX_FAULT_DELAY:
+            raise ValueError(f"delay is capped at {MAX_FAULT_DELAY} s")
+        with self._faults_lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._faults_lock:
+            self._faults.clear()
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        with self._faults_lock:
+            for fault in self._faults:
+                if fault.path_contains in request.path and (
+                    not fault.method or fault.method == request.method
+                ):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"the sandbox {self.name} server is not running")
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self, port: int = 0) -> None:
+        service = self
+        tls = self._tls
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                # The TLS handshake happens here, in the request's own thread, so a client
+                # that connects and says nothing cannot stall the whole server.
+                if tls is not None:
+                    request.settimeout(10)
+                    try:
+                        request = tls.wrap_socket(request, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        return
+                super().finish_request(request, client_address)
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "botcity-ms365-sandbox"
+            timeout = 30
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return  # requests are in the RequestLog; keep test output quiet
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(
+                    service=service.name,
+                    method=self.command,
+                    path=parts.path,
+                    query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    at=time.time(),
+                )
+                service._log.add(request)
+                fault = service._take_fault(request)
+                if fault is not None:
+                    if fault.delay:
+                        time.sleep(fault.delay)
+                    if fault.drop:
+                        self.close_connection = True
+                        try:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        return
+                    if fault.status:
+                        body_data = fault.body if fault.body is not None else {
+                            "message": f"sandbox fault {fault.status}"
+                        }
+                        headers = {}
+                        if fault.retry_after is not None:
+                            headers["Retry-After"] = str(fault.retry_after)
+                        self._send(Reply.json(body_data, fault.status, **headers))
+                        return
+                try:
+                    reply = service.handle(request)
+                except Exception as exc:  # a sandbox bug must show, not hang the client
+                    reply = Reply.json({"message": f"sandbox error: {exc!r}"}, 500)
+                self._send(reply)
+
+            def _send(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        self._server = Server(("127.0.0.1", port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+

@@ -1,0 +1,216 @@
+"""A local BotCity Maestro (API v2) that answers as botcity-maestro-sdk 0.9.1 expects.
+
+Workspace login, credentials (read by label and by key, create, add key, edit), alerts,
+tasks (read, finish) and errors. Every call but ``version`` and ``login`` needs the
+``token`` header of a login or of a task started with :meth:`MaestroService.start_task`
+(the Runner's token); otherwise 401.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._http import Reply, Request, RequestLog, Route, Service
+
+
+@dataclass
+class Task:
+    id: int
+    activity_label: str
+    parameters: dict[str, Any]
+    state: str = "START"
+    finish_status: str | None = None
+    finish_message: str | None = None
+    items: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "state": self.state, "parameters": self.parameters,
+            "activityLabel": self.activity_label, "finishStatus": self.finish_status,
+            "finishMessage": self.finish_message, "test": False, "interrupted": False,
+            "killed": False, "priority": 0, "repositoryLabel": "DEFAULT", **self.items,
+        }
+
+
+class MaestroService(Service):
+    name = "maestro"
+
+    def __init__(self, log: RequestLog, version: str = "3.5.0") -> None:
+        self.version = version
+        self.login = "sandbox"
+        self.key = "sbxkey_" + secrets.token_urlsafe(24)
+        #: label -> list of {"key", "value", "valid"}, in the order they were added
+        self.credentials: dict[str, list[dict[str, Any]]] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.tasks: dict[int, Task] = {}
+        self._tokens: set[str] = set()
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        super().__init__(log)
+
+    # -- test controls ----------------------------------------------------------------
+    def start_task(self, activity_label: str = "ms365-bot",
+                   parameters: dict[str, Any] | None = None) -> tuple[int, str]:
+        """Create a task as Maestro does when a Runner picks it up: returns the task id and
+        the access token the Runner passes to the bot on its command line."""
+        token = "sbxrunner_" + secrets.token_urlsafe(24)
+        with self._lock:
+            task = Task(next(self._ids), activity_label, dict(parameters or {}), "RUNNING")
+            self.tasks[task.id] = task
+            self._tokens.add(token)
+        return task.id, token
+
+    def runner_argv(self, task_id: int, token: str) -> list[str]:
+        """``<server> <task_id> <token> <organization>``, as a Runner starts a bot."""
+        return [self.url, str(task_id), token, self.login]
+
+    def secret(self, label: str, key: str) -> str | None:
+        with self._lock:
+            for item in self.credentials.get(label, []):
+                if item["key"] == key:
+                    return str(item["value"])
+        return None
+
+    def put_secret(self, label: str, key: str, value: str) -> None:
+        """Set one key as an operator would in Maestro's web page."""
+        with self._lock:
+            items = self.credentials.setdefault(label, [])
+            for item in items:
+                if item["key"] == key:
+                    item["value"] = value
+                    return
+            items.append({"key": key, "value": value, "valid": True})
+
+    # -- endpoints --------------------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, Route]]:
+        label = r"(?P<label>[^/]+)"
+        return [
+            ("GET", r"/api/v2/maestro/version", self._version),
+            ("POST", r"/api/v2/workspace/login", self._login),
+            ("GET", rf"/api/v2/credential/{label}/key/(?P<key>[^/]+)", self._authed(self._get_key)),
+            ("GET", rf"/api/v2/credential/{label}", self._authed(self._get_label)),
+            ("POST", r"/api/v2/credential", self._authed(self._create)),
+            ("POST", rf"/api/v2/credential/{label}/key", self._authed(self._add_key)),
+            ("POST", rf"/api/v2/credential/{label}", self._authed(self._edit)),
+            ("POST", r"/api/v2/alerts", self._authed(self._alert)),
+            ("GET", r"/api/v2/task/(?P<task_id>\d+)", self._authed(self._get_task)),
+            ("POST", r"/api/v2/task/(?P<task_id>\d+)", self._authed(self._finish_task)),
+            ("POST", r"/api/v2/error", self._authed(self._error)),
+            ("POST", r"/api/v2/error/(?P<error_id>\d+)/(attachments|screenshot)",
+             self._authed(lambda request, error_id: Reply.json({}, 200))),
+        ]
+
+    def _authed(self, function: Route) -> Route:
+        def wrapper(request: Request, **kwargs: str) -> Reply:
+            token = request.headers.get("token", "")
+            organization = request.headers.get("organization", "")
+            with self._lock:
+                known = token in self._tokens
+            if not known or organization not in ("", self.login):
+                return Reply.json({"message": "Invalid token or organization."}, 401)
+            return function(request, **kwargs)
+        return wrapper
+
+    def _version(self, request: Request) -> Reply:
+        return Reply.json({"version": self.version})
+
+    def _login(self, request: Request) -> Reply:
+        body = request.json() or {}
+        if body.get("login") != self.login or not secrets.compare_digest(
+            str(body.get("key", "")), self.key
+        ):
+            return Reply.json({"message": "Invalid login or key."}, 401)
+        token = "sbxtoken_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens.add(token)
+        return Reply.json({"accessToken": token, "login": self.login})
+
+    def _missing(self, label: str) -> Reply:
+        return Reply.json({"message": f"Credential '{label}' not found."}, 404)
+
+    def _get_key(self, request: Request, label: str, key: str) -> Reply:
+        value = self.secret(label, key)
+        if value is None:
+            return Reply.json({"message": f"Key '{key}' not found in credential '{label}'."}, 404)
+        return Reply.text(value)
+
+    def _get_label(self, request: Request, label: str) -> Reply:
+        with self._lock:
+            items = self.credentials.get(label)
+            if items is None:
+                return self._missing(label)
+            return Reply.json({"label": label, "organizationLabel": self.login,
+                               "repositoryLabel": "DEFAULT",
+                               "secrets": [dict(i) for i in items]})
+
+    def _create(self, request: Request) -> Reply:
+        body = request.json() or {}
+        label = str(body.get("label", ""))
+        with self._lock:
+            if not label or label in self.credentials:
+                return Reply.json({"message": f"Credential '{label}' already exists."}, 400)
+            self.credentials[label] = [
+                {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
+                for s in body.get("secrets", [])
+            ]
+        return Reply.json({"message": "Credential created.", "type": "success"}, 200)
+
+    def _add_key(self, request: Request, label: str) -> Reply:
+        body = request.json() or {}
+        with self._lock:
+            items = self.credentials.get(label)
+            if items is None:
+                return self._missing(label)
+            if any(i["key"] == body.get("key") for i in items):
+                return Reply.json({"message": f"Key '{body.get('key')}' already exists."}, 400)
+            items.append({"key": str(body.get("key")), "value": body.get("value"), "valid": True})
+        return Reply.json({"message": "Key added.", "type": "success"}, 201)
+
+    def _edit(self, request: Request, label: str) -> Reply:
+        body = request.json() or {}
+        with self._lock:
+            if label not in self.credentials:
+                return self._missing(label)
+            self.credentials[label] = [
+                {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
+                for s in body.get("secrets", [])
+            ]
+        return Reply.json({"message": "Credential updated.", "type": "success"}, 200)
+
+    def _alert(self, request: Request) -> Reply:
+        body = request.json() or {}
+        with self._lock:
+            self.alerts.append({**body, "at": time.time()})
+        return Reply.json({"message": "Alert created.", "type": "success"}, 200)
+
+    def _get_task(self, request: Request, task_id: str) -> Reply:
+        task = self.tasks.get(int(task_id))
+        if task is None:
+            return Reply.json({"message": f"Task {task_id} not found."}, 404)
+        return Reply.json(task.to_json())
+
+    def _finish_task(self, request: Request, task_id: str) -> Reply:
+        task = self.tasks.get(int(task_id))
+        if task is None:
+            return Reply.json({"message": f"Task {task_id} not found."}, 404)
+        body = request.json() or {}
+        with self._lock:
+            task.state = str(body.get("state", "FINISHED"))
+            task.finish_status = body.get("finishStatus")
+            task.finish_message = body.get("finishMessage")
+            task.items = {k: body[k] for k in ("totalItems", "processedItems", "failedItems")
+                          if k in body}
+        return Reply.json({"message": "Task finished.", "type": "success"}, 200)
+
+    def _error(self, request: Request) -> Reply:
+        body = request.json() or {}
+        with self._lock:
+            error_id = len(self.errors) + 1
+            self.errors.append({**body, "id": error_id})
+        return Reply.json({"id": error_id}, 201)

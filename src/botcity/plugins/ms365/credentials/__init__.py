@@ -1,3 +1,40 @@
-"""Microsoft 365 credentials for BotCity bots."""
+"""Microsoft 365 credentials for BotCity bots.
+
+The Azure app's client id and secret and the user's token live in a BotCity Maestro
+credential (or a local file), so an unattended Runner gets an authenticated
+``O365.Account`` without a person::
+
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin, Scopes
+
+    service = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
+    service.authenticate([Scopes.MAIL_READ_WRITE])
+    account = service.ms365_account
+"""
+
+from .errors import (
+    AuthorizationError,
+    AuthorizationRequired,
+    ConfigurationError,
+    MS365CredentialsError,
+    StoreError,
+    TokenFormatError,
+)
+from .plugin import MS365CredentialsPlugin
+from .scopes import Scopes
+from .stores import FileTokenStore, MaestroTokenStore
 
 __version__ = "1.0.0"
+
+__all__ = [
+    "AuthorizationError",
+    "AuthorizationRequired",
+    "ConfigurationError",
+    "FileTokenStore",
+    "MS365CredentialsError",
+    "MS365CredentialsPlugin",
+    "MaestroTokenStore",
+    "Scopes",
+    "StoreError",
+    "TokenFormatError",
+    "__version__",
+]

@@ -36,7 +36,8 @@ class GraphService(Service):
             return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
         token = self.tenant.access_token(header.removeprefix("Bearer "))
         if token is None:
-            return graph_error(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.")
+            return graph_error(401, "InvalidAuthenticationToken",
+                               "IDX14100: JWT is not well formed.")
         if time.time() >= token.expires_at:
             return graph_error(401, "InvalidAuthenticationToken",
                                "Lifetime validation failed, the token is expired.")

@@ -146,7 +146,7 @@ class Tenant:
                 token.expires_at = 0
 
     def kill_refresh_tokens(self, how: str = "revoked") -> None:
-        """Every refresh token issued so far dies the way ``how`` names (see REFRESH_TOKEN_DEATHS)."""
+        """Every refresh token issued so far dies as ``how`` says (see REFRESH_TOKEN_DEATHS)."""
         if how not in REFRESH_TOKEN_DEATHS:
             raise ValueError(f"how must be one of {sorted(REFRESH_TOKEN_DEATHS)}")
         with self.lock:

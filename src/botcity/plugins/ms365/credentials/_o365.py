@@ -1,0 +1,251 @@
+"""Everything that depends on O365 2.1 / msal internals lives here, and only here.
+
+What it changes, and why:
+
+- the authority: O365 hard-codes ``https://login.microsoftonline.com`` in the private
+  ``Connection._msal_authority``; sovereign clouds and the sandbox need another host,
+  and msal needs ``instance_discovery=False`` for a host Microsoft does not know;
+- the Graph URL: ``MSGraphProtocol._protocol_url`` (a documented override point);
+- the refresh: O365 turns every refusal into ``RuntimeError("...: invalid_grant")``,
+  dropping Microsoft's AADSTS code, and its client-credentials renewal breaks once msal
+  has dropped the expired token it reads the scopes from. The override keeps the code
+  (raising :class:`AuthorizationRequired`) and counts refreshes;
+- logging: ``O365.connection`` logs ``Authorization: Bearer <token>`` at DEBUG; a filter
+  redacts it.
+
+``tests/test_o365_seam.py`` fails loudly if a new O365 release moves any of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from typing import Any
+from urllib.parse import urlsplit
+
+from msal import ConfidentialClientApplication
+from O365 import Account
+from O365.connection import Connection, MSGraphProtocol
+
+from .errors import AADSTS_MEANINGS, AuthorizationError, AuthorizationRequired, aadsts_code
+from .scopes import RESERVED, permission_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+
+# -- log redaction ---------------------------------------------------------------------
+_SECRETS_IN_TEXT = re.compile(
+    r"(?i)(bearer\s+)[^\s'\",}]+"
+    r"|((?:access_token|refresh_token|id_token|client_secret|code)['\"]?\s*[:=]\s*['\"]?)"
+    r"[^\s'\",&}]+"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens and token/secret values replaced by ``<redacted>``."""
+    return _SECRETS_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + "<redacted>", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message without tokens. Installed on O365's and msal's loggers
+    (a filter on a logger applies to the records that logger creates)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = RedactSecrets()
+for _name in ("O365.connection", "O365.utils.token", "msal.application", "msal.token_cache",
+              "msal.oauth2cli.oauth2", "msal.oauth2cli.oidc", "msal.authority", "msal.telemetry"):
+    if _FILTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_FILTER)
+
+
+# -- Microsoft errors -> the plugin's errors -------------------------------------------
+def authorization_error(result: dict[str, Any], doing: str) -> AuthorizationError:
+    """An msal error answer as the plugin's exception, with the AADSTS code in plain words."""
+    error = str(result.get("error") or "unknown_error")
+    code = aadsts_code(result.get("error_description"))
+    meaning = AADSTS_MEANINGS.get(code or "", "")
+    told = f" ({code}: {meaning})" if meaning else (f" ({code})" if code else "")
+    if error == "invalid_client":
+        return AuthorizationError(
+            f"Microsoft refused the app's credentials while {doing}: {error}{told}. Check the "
+            "client id and client secret; secrets expire, create a new one in the Azure "
+            "portal (App registrations > Certificates & secrets) and store its Value.",
+            error=error, code=code,
+        )
+    if error in ("invalid_grant", "interaction_required", "consent_required"):
+        return AuthorizationRequired(
+            f"Microsoft refused the stored token while {doing}: {error}{told}. A person must "
+            "sign in again to authorize the app.",
+            error=error, code=code,
+        )
+    return AuthorizationError(f"Microsoft refused {doing}: {error}{told}.", error=error, code=code)
+
+
+# -- the seams -------------------------------------------------------------------------
+def _is_loopback(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def graph_protocol(graph_url: str) -> MSGraphProtocol:
+    """O365's Graph protocol for ``graph_url``. Permissions are prefixed with the Graph
+    resource; a local emulator stands in for the public cloud, so it keeps
+    ``https://graph.microsoft.com/``."""
+    resource = DEFAULT_GRAPH_URL if _is_loopback(graph_url) else graph_url.rstrip("/")
+
+    class GraphProtocol(MSGraphProtocol):
+        _protocol_url = graph_url.rstrip("/") + "/"
+        _oauth_scope_prefix = resource + "/"
+
+    return GraphProtocol()
+
+
+class PluginConnection(Connection):
+    """O365's Connection with a configurable authority and the plugin's refresh."""
+
+    _msal_client: Any  # set by O365's Connection.__init__
+    session: Any
+
+    def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
+                 **kwargs: Any) -> None:
+        super().__init__(credentials, **kwargs)
+        self.authority_host = authority_host.rstrip("/")
+        self._msal_authority = f"{self.authority_host}/{self.tenant_id}"
+        self.oauth_redirect_url = f"{self.authority_host}/common/oauth2/nativeclient"
+        #: How many refreshes this connection made (the benchmarks and tests count them).
+        self.refresh_count = 0
+        #: Set when Microsoft rejected the refresh token: it is dead until a new consent.
+        self.rejected: AuthorizationRequired | None = None
+
+    @property
+    def msal_client(self) -> Any:
+        if self._msal_client is None:
+            self._msal_client = ConfidentialClientApplication(
+                client_id=self.auth[0],
+                client_credential=self.auth[1],
+                authority=self._msal_authority,
+                token_cache=self.token_backend,
+                proxies=self.proxy,
+                verify=self.verify_ssl,
+                timeout=self.timeout,
+                # msal validates only Microsoft's own hosts; any other is taken as given
+                instance_discovery=None if self.authority_host == DEFAULT_AUTHORITY_HOST
+                else False,
+            )
+        return self._msal_client
+
+    def refresh_token(self) -> bool:
+        """Get a new access token (and rotated refresh token) and save it to the store."""
+        log.debug("Refreshing the access token")
+        if self.session is None:
+            self.session = self.get_session(load_token=True)
+        scopes = self.token_backend.get_token_scopes(username=self.username,
+                                                     remove_reserved=True)
+        accounts = self.msal_client.get_accounts(username=self.username)
+        if not accounts or not scopes:
+            raise AuthorizationRequired(
+                "The stored token has no refresh token for the signed-in account. "
+                "A person must sign in again to authorize the app."
+            )
+        result = self.msal_client.acquire_token_silent_with_error(
+            scopes=scopes, account=accounts[0], force_refresh=True
+        )
+        if not result or "access_token" not in result:
+            error = authorization_error(result or {}, "refreshing the access token")
+            if isinstance(error, AuthorizationRequired):
+                self.rejected = error
+            raise error
+        self.refresh_count += 1
+        self.update_session_auth_header(access_token=result["access_token"])
+        if self.store_token_after_refresh:
+            self.token_backend.save_token()
+        return True
+
+
+class PluginAccount(Account):
+    connection_constructor = PluginConnection
+
+
+def build_account(
+    client_id: str, client_secret: str, *, tenant_id: str, token_backend: Any,
+    authority_host: str, graph_url: str,
+) -> PluginAccount:
+    return PluginAccount(
+        (client_id, client_secret),
+        protocol=graph_protocol(graph_url),
+        tenant_id=tenant_id,
+        token_backend=token_backend,
+        authority_host=authority_host,
+    )
+
+
+def graph_scopes(account: Account, permissions: frozenset[str]) -> list[str]:
+    """Graph permission names prefixed with the account's Graph resource, sorted."""
+    return sorted(account.protocol.prefix_scope(p) for p in permissions)
+
+
+def authorization_url(account: Account, permissions: frozenset[str],
+                      redirect_uri: str | None = None) -> tuple[str, dict[str, Any], str]:
+    """Start the authorization-code flow: the URL a person opens, msal's flow state,
+    and the redirect URI Microsoft will send the browser back to."""
+    con = account.con
+    redirect = redirect_uri or con.oauth_redirect_url
+    with warnings.catch_warnings():
+        # msal recommends response_mode=form_post, which a pasted address cannot carry
+        warnings.filterwarnings("ignore", message="response_mode='form_post'")
+        flow = con.msal_client.initiate_auth_code_flow(
+            scopes=graph_scopes(account, permissions), redirect_uri=redirect
+        )
+    return flow["auth_uri"], flow, redirect
+
+
+def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str, str]) -> str:
+    """Exchange the code Microsoft sent back for tokens, save them, return the username."""
+    con = account.con
+    try:
+        result = con.msal_client.acquire_token_by_auth_code_flow(flow, auth_response)
+    except ValueError as exc:  # msal: state mismatch or missing
+        raise AuthorizationError(
+            f"The authorization answer does not belong to this sign-in ({exc}). "
+            "Start the authorization again."
+        ) from None
+    if "access_token" not in result:
+        raise authorization_error(result, "redeeming the authorization code")
+    claims = result.get("id_token_claims") or {}
+    if claims.get("oid") and claims.get("tid"):
+        con._set_username_from_token_backend(home_account_id=f"{claims['oid']}.{claims['tid']}")
+    if con.session is not None:
+        con.update_session_auth_header(access_token=result["access_token"])
+    con.rejected = None
+    con.token_backend.save_token(force=True)
+    return str(con.username or claims.get("preferred_username") or "")
+
+
+# -- facts about the loaded token ------------------------------------------------------
+def granted_permissions(account: Account) -> frozenset[str]:
+    scopes = account.con.token_backend.get_token_scopes(username=account.con.username) or []
+    return frozenset(permission_name(s) for s in scopes) - RESERVED
+
+
+def access_token_valid(account: Account, margin: int = 60) -> bool:
+    token = account.con.token_backend.get_access_token(username=account.con.username)
+    if not token:
+        return False
+    try:
+        return int(token.get("expires_on", 0)) > time.time() + margin
+    except (TypeError, ValueError):
+        return False
+
+
+def has_refresh_token(account: Account) -> bool:
+    return bool(account.con.token_backend.get_refresh_token(username=account.con.username))

@@ -1,0 +1,202 @@
+"""``MS365CredentialsPlugin``: an authenticated ``O365.Account`` for a BotCity bot.
+
+Wiring only: where the app credentials come from (:mod:`.app_credentials`), where the
+token lives (:mod:`.stores`), how a person consents (:mod:`.consent`), and the O365
+account built on them (:mod:`._o365`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from O365 import Account
+
+from . import _o365
+from ._maestro import MaestroVault
+from .app_credentials import AppCredentials, resolve_app_credentials
+from .consent import ConsentHandler, choose_mode, console_consent, parse_redirect
+from .errors import AuthorizationRequired, ConfigurationError
+from .scopes import Scopes, resolve_permissions
+from .stores import FileTokenStore, MaestroTokenStore, TokenStore
+
+log = logging.getLogger(__name__)
+
+ENV_AUTHORITY_HOST = "MS365_AUTHORITY_HOST"
+ENV_GRAPH_URL = "MS365_GRAPH_URL"
+
+
+def _url(value: str, what: str, *, allow_local_http: bool) -> str:
+    parts = urlsplit(value)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.hostname or not (
+        parts.scheme == "https" or (allow_local_http and local and parts.scheme == "http")
+    ):
+        raise ConfigurationError(
+            f"{what} must be an https:// URL such as https://login.microsoftonline.com, "
+            f"not {value!r}."
+        )
+    return value.rstrip("/")
+
+
+class MS365CredentialsPlugin:
+    """Microsoft 365 credentials for a bot, kept in BotCity Maestro or a local file.
+
+    Args:
+        client_id, client_secret: the Azure app's credentials. When omitted they are read
+            from the Maestro credential ``credential_label``, then from the environment
+            (``MS365_CLIENT_ID``, ``MS365_CLIENT_SECRET``).
+        token_path: folder or file of the local token (default ``./o365_token.txt``),
+            used when Maestro is not connected.
+        maestro: a connected ``BotMaestroSDK``. With it, the token lives in Maestro.
+        credential_label: the Maestro credential that holds ``client_id``,
+            ``client_secret`` and optionally ``tenant_id``.
+        token_label, token_key: where in Maestro the token lives (default: the
+            ``credential_label`` set, key ``token``).
+        tenant_id: the Azure tenant (default ``common``, or ``MS365_TENANT_ID``).
+        authority_host, graph_url: another cloud (or a local emulator); also from
+            ``MS365_AUTHORITY_HOST`` and ``MS365_GRAPH_URL``.
+        consent: how a person consents when one must: ``"console"``, ``"none"`` or a
+            function (see :mod:`.consent`). Default: console, or none when unattended.
+    """
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        token_path: str | os.PathLike[str] = "",
+        *,
+        maestro: Any = None,
+        credential_label: str | None = None,
+        token_label: str | None = None,
+        token_key: str = "token",  # noqa: S107 - a key name, not a secret
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        graph_url: str | None = None,
+        consent: str | ConsentHandler | None = None,
+    ) -> None:
+        environ = os.environ
+        if maestro is not None and not hasattr(maestro, "is_online"):
+            raise ConfigurationError(
+                f"maestro must be a BotMaestroSDK, not {type(maestro).__name__}."
+            )
+        self._maestro = maestro
+        vault = MaestroVault(maestro) if maestro is not None and maestro.is_online else None
+        if maestro is not None and vault is None:
+            log.info("BotCity Maestro is not connected (offline mode): using the local file")
+
+        self._app: AppCredentials = resolve_app_credentials(
+            client_id, client_secret, tenant_id,
+            vault=vault, label=credential_label, environ=environ,
+        )
+        token_label = token_label or credential_label
+        self._store: TokenStore = (
+            MaestroTokenStore(vault, token_label, token_key)
+            if vault is not None and token_label
+            else FileTokenStore(token_path)
+        )
+        self._label = token_label
+        self._consent = consent
+        self._account = _o365.build_account(
+            self._app.client_id, self._app.client_secret,
+            tenant_id=self._app.tenant_id,
+            token_backend=self._store,
+            authority_host=_url(
+                authority_host or environ.get(ENV_AUTHORITY_HOST)
+                or _o365.DEFAULT_AUTHORITY_HOST, "authority_host", allow_local_http=False),
+            graph_url=_url(graph_url or environ.get(ENV_GRAPH_URL) or _o365.DEFAULT_GRAPH_URL,
+                           "graph_url", allow_local_http=True),
+        )
+        log.info("Microsoft 365 app credentials from %s; token in %s",
+                 self._app.source, self._store.location)
+
+    def __repr__(self) -> str:
+        return (f"MS365CredentialsPlugin(client_id={self._app.client_id!r}, "
+                f"token={self._store.location!r})")
+
+    # -- the 0.2.0 surface ------------------------------------------------------------
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """``(client_id, client_secret)`` of the Azure app."""
+        return self._app.client_id, self._app.client_secret
+
+    @property
+    def ms365_account(self) -> Account:
+        """The ``O365.Account`` the OneDrive, Outlook and Excel plugins use."""
+        return self._account
+
+    @property
+    def is_authenticated(self) -> bool:
+        """True when the stored token can be used now: its access token is valid, or its
+        refresh token still works (checked with one refresh when the access token has
+        expired). A refresh token Microsoft rejected is never reported as valid."""
+        try:
+            self._ensure_usable()
+        except AuthorizationRequired:
+            return False
+        return True
+
+    def authenticate(
+        self,
+        scopes: Iterable[Scopes | str] | Scopes | str | None = None,
+        consent: str | ConsentHandler | None = None,
+    ) -> None:
+        """Make sure a token with ``scopes`` (default: ``Scopes.BASIC``) is stored.
+
+        With a usable token that covers ``scopes`` nothing is asked. Otherwise a person
+        consents (to the stored permissions plus the new ones), or, when nobody can,
+        :class:`AuthorizationRequired` says what is missing and how to fix it.
+        """
+        wanted = resolve_permissions(scopes)
+        reason = ""
+        try:
+            self._ensure_usable()
+            missing = wanted - _o365.granted_permissions(self._account)
+            if not missing:
+                return
+            reason = "lacks the permissions " + ", ".join(sorted(missing))
+        except AuthorizationRequired as exc:
+            missing = wanted
+            reason = str(exc)
+        granted = _o365.granted_permissions(self._account) if self._store.has_data else set()
+        permissions = frozenset(wanted | granted)
+
+        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
+        if mode == "none":
+            raise AuthorizationRequired(
+                f"No usable Microsoft 365 token: the token in {self._store.location} "
+                f"{reason if reason.startswith('lacks') else 'cannot be used: ' + reason}. "
+                "Nobody is here to consent (unattended run). A person must authorize once: "
+                "run the bot on a machine with someone at the keyboard (consent='console'), "
+                f"with the same {'Maestro credential' if self._label else 'token file'}, "
+                f"asking for: {', '.join(sorted(permissions))}.",
+                missing_permissions=tuple(sorted(missing)),
+            )
+        log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
+        url, flow, redirect_uri = _o365.authorization_url(self._account, permissions)
+        if callable(mode):
+            answer = parse_redirect(mode(url), redirect_uri, flow["state"])
+        else:
+            answer = console_consent(url, redirect_uri, flow["state"])
+        username = _o365.redeem_code(self._account, flow, answer)
+        log.info("Authorized %s; token saved to %s", username or "the user",
+                 self._store.location)
+
+    # -- internals --------------------------------------------------------------------
+    def _ensure_usable(self) -> None:
+        con = self._account.con
+        if con.rejected is not None:
+            raise con.rejected
+        if not self._store.has_data and not con.load_token_from_backend():
+            raise AuthorizationRequired(f"No token is stored in {self._store.location}.")
+        if _o365.access_token_valid(self._account):
+            return
+        if not _o365.has_refresh_token(self._account):
+            raise AuthorizationRequired(
+                f"The token in {self._store.location} has expired and has no refresh token."
+            )
+        con.refresh_token()

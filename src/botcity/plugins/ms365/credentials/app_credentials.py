@@ -39,8 +39,8 @@ def _pair(
         have, lack = ("client_id", "client_secret") if client_id else ("client_secret",
                                                                         "client_id")
         raise ConfigurationError(
-            f"{where} has {have} but no {lack}: set both (client_secret is the secret's "
-            "Value from the Azure portal, not its ID)."
+            f"{where}: {have} is set but {lack} is missing. Set both (client_secret is the "
+            "secret's Value from the Azure portal, not its ID)."
         )
     return None
 

@@ -39,40 +39,40 @@ DEFAULT_FILENAME = "o365_token.txt"
 _SECTIONS = ("AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata")
 
 
-def parse_token(text: str | bytes, where: str) -> dict[str, Any]:
-    """The msal cache held in ``text``, or :class:`TokenFormatError` saying what is wrong."""
+def parse_token(text: str | bytes, where: str, fix: str = "remove it") -> dict[str, Any]:
+    """The msal cache held in ``text``, or :class:`TokenFormatError` saying what is wrong
+    and how to fix it (``fix``: what to remove before authorizing again)."""
+    then = f"It was left as it is: {fix} and authorize again."
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
-            raise TokenFormatError(
-                f"The token in {where} is not text (not UTF-8). Authorize again to replace it."
-            ) from None
+            raise TokenFormatError(f"The token in {where} is not UTF-8 text. {then}") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise TokenFormatError(
-            f"The token in {where} is not valid JSON (it may be truncated or edited by "
-            "hand). It was left as it is; authorize again to replace it."
+            f"The token in {where} is not valid JSON (truncated, or edited by hand). {then}"
         ) from None
     if not isinstance(data, dict):
-        raise TokenFormatError(f"The token in {where} is not a JSON object.")
+        raise TokenFormatError(f"The token in {where} is not a JSON object. {then}")
     if "access_token" in data or "refresh_token" in data:
         raise TokenFormatError(
             f"The token in {where} is in the O365 1.x format, which O365 2.1 cannot load. "
-            "Authorize again (a person signs in once) to replace it."
+            f"{then}"
         )
     if not any(section in data for section in _SECTIONS):
         raise TokenFormatError(
             f"The token in {where} is JSON but not an msal token cache (no AccessToken, "
-            "RefreshToken or Account entries). Authorize again to replace it."
+            f"RefreshToken or Account entries). {then}"
         )
     for section in _SECTIONS:
         entries = data.get(section, {})
         if not isinstance(entries, dict) or not all(
             isinstance(entry, dict) for entry in entries.values()
         ):
-            raise TokenFormatError(f"The token in {where} has a malformed {section} entry.")
+            raise TokenFormatError(f"The token in {where} has a malformed {section} entry. "
+                                   f"{then}")
     return data
 
 
@@ -99,6 +99,8 @@ class TokenStore(BaseTokenBackend):
 
     #: Where the token lives, for logs and messages (never a secret).
     location = "?"
+    #: What a person removes to start over, for messages.
+    removal = "remove it"
 
     # -- the three things a store must do ---------------------------------------------
     def _read(self) -> str | None:
@@ -125,7 +127,7 @@ class TokenStore(BaseTokenBackend):
             self._has_state_changed = False
             if not token_cache_state:
                 return {}
-            data = parse_token(token_cache_state, self.location)
+            data = parse_token(token_cache_state, self.location, self.removal)
             data.pop(META_KEY, None)
             return data
 
@@ -176,6 +178,7 @@ class FileTokenStore(TokenStore):
             path = path / DEFAULT_FILENAME
         self.path = path
         self.location = f"file {path.resolve()}"
+        self.removal = f"delete {path.resolve()}"
 
     def _read(self) -> str | None:
         try:
@@ -184,8 +187,8 @@ class FileTokenStore(TokenStore):
             return None
         except UnicodeDecodeError:
             raise TokenFormatError(
-                f"The token in {self.location} is not text (not UTF-8). Delete it and "
-                "authorize again."
+                f"The token in {self.location} is not UTF-8 text. It was left as it is: "
+                f"{self.removal} and authorize again."
             ) from None
         except OSError as exc:
             raise StoreError(f"Cannot read {self.location}: {exc.strerror}.") from None
@@ -226,6 +229,7 @@ class MaestroTokenStore(TokenStore):
         self.label = check_name("label", label)
         self.key = check_name("key", key)
         self.location = f"Maestro credential '{label}' key '{key}' at {vault.server}"
+        self.removal = f"delete key '{key}' of the Maestro credential '{label}'"
 
     def _read(self) -> str | None:
         values = self._vault.read(self.label)

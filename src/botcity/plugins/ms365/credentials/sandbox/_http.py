@@ -249,7 +249,8 @@ class Service:
 
         self._server = Server(("127.0.0.1", port), Handler)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{self.name}", daemon=True,
         )
         self._thread.start()
 

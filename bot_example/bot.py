@@ -1,0 +1,59 @@
+"""A BotCity bot that uses Microsoft 365 through the credentials plugin.
+
+Deployed to BotCity Maestro, a Runner starts it as
+``python bot.py <server> <task_id> <token> <organization>``. The Azure app's client id
+and secret, and the user's token, come from the Maestro credential named by the task
+parameter ``ms365_credential_label`` (default ``ms365``). The first authorization is done
+once by a person (see README.md); after that every Runner uses the stored token.
+"""
+
+from botcity.maestro import AutomationTaskFinishStatus, BotMaestroSDK
+
+from botcity.plugins.ms365.credentials import (
+    AuthorizationRequired,
+    MS365CredentialsPlugin,
+    Scopes,
+)
+
+# Run the bot on your machine without Maestro too (the plugin then uses o365_token.txt).
+BotMaestroSDK.RAISE_NOT_CONNECTED = False
+
+
+def main():
+    maestro = BotMaestroSDK.from_sys_args()
+    execution = maestro.get_execution()
+    parameters = execution.parameters or {}
+    label = parameters.get("ms365_credential_label", "ms365")
+    print(f"Task ID is: {execution.task_id}")
+
+    try:
+        service = MS365CredentialsPlugin(maestro=maestro, credential_label=label)
+        service.authenticate(scopes=[Scopes.BASIC])
+        user = service.ms365_account.get_current_user_data()
+        message = f"Signed in to Microsoft 365 as {user.user_principal_name}."
+        print(message)
+        status, done, failed = AutomationTaskFinishStatus.SUCCESS, 1, 0
+    except AuthorizationRequired as exc:
+        # Nobody can consent on a Runner: say what a person must do, and fail the task.
+        message = f"Microsoft 365 authorization needed: {exc}"
+        print(message)
+        status, done, failed = AutomationTaskFinishStatus.FAILED, 0, 1
+    except Exception as exc:
+        maestro.error(task_id=execution.task_id, exception=exc)
+        message = f"The bot failed: {type(exc).__name__}: {exc}"
+        print(message)
+        status, done, failed = AutomationTaskFinishStatus.FAILED, 0, 1
+
+    maestro.finish_task(
+        task_id=execution.task_id,
+        status=status,
+        message=message,
+        total_items=1,
+        processed_items=done,
+        failed_items=failed,
+    )
+    return 0 if status == AutomationTaskFinishStatus.SUCCESS else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Fixtures: a fresh sandbox per test, the environment that points clients at it, and a
+helper that runs a bot as its own process (as a developer or a Runner does)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from botcity.plugins.ms365.credentials.sandbox import Sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+BOT = REPO / "bot_example" / "bot.py"
+
+#: Anything a test waits for is bounded by this.
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox]:
+    """A running sandbox; this process trusts it and the plugin points at it. The test
+    runs in an empty working directory, so a token file never leaks between tests."""
+    for name in ("MS365_CLIENT_ID", "MS365_CLIENT_SECRET", "MS365_TENANT_ID", "MS365_CONSENT",
+                 "BOTCITY_SERVER", "BOTCITY_LOGIN", "BOTCITY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with Sandbox() as sbx:
+        for key, value in sbx.client_env().items():
+            monkeypatch.setenv(key, value)
+        yield sbx
+
+
+@pytest.fixture
+def maestro(sandbox: Sandbox):
+    """A BotMaestroSDK logged in to the sandbox Maestro, as on a developer's machine."""
+    return sandbox.maestro_sdk()
+
+
+def bot_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
+    env.update(sandbox.client_env())
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_process(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    cwd: Path | None = None,
+    answer: Callable[[str], str | None] | None = None,
+    stdin_closed: bool = False,
+    timeout: float = DEADLINE,
+) -> Run:
+    """Run ``args``; when ``answer`` is given, feed it every stdout line and write what
+    it returns to the process's stdin (a person at the console). Killed at ``timeout``."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, text=True,
+        stdin=subprocess.DEVNULL if stdin_closed else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    err: list[str] = []
+
+    def pump_out() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        err.append(proc.stderr.read())
+
+    threads = [threading.Thread(target=pump_out, daemon=True),
+               threading.Thread(target=pump_err, daemon=True)]
+    for thread in threads:
+        thread.start()
+    out: list[str] = []
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{args} still running after {timeout} s:\n{''.join(out)}")
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            out.append(line)
+            if answer is not None and proc.stdin is not None:
+                reply = answer(line)
+                if reply is not None:
+                    proc.stdin.write(reply + "\n")
+                    proc.stdin.flush()
+        proc.wait(timeout=max(1.0, end - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for thread in threads:
+        thread.join(timeout=5)
+    return Run(proc.returncode, "".join(out), "".join(err))
+
+
+def consent_answerer(sandbox: Sandbox) -> Callable[[str], str | None]:
+    """A person at the console: opens the consent URL the bot prints, accepts, and pastes
+    the address the browser lands on."""
+    def answer(line: str) -> str | None:
+        text = line.strip()
+        if text.startswith(sandbox.authority_host) and "/authorize?" in text:
+            return sandbox.consent_redirect(text)
+        return None
+    return answer
+
+
+def script(path: Path, source: str) -> list[str]:
+    path.write_text(source)
+    return [sys.executable, str(path)]

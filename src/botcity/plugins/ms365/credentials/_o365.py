@@ -38,10 +38,11 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 
 # -- log redaction ---------------------------------------------------------------------
+_SECRET_FIELDS = ("access_token", "refresh_token", "id_token", "client_secret", "code",
+                  "code_verifier", "device_code", "assertion", "password", "secret")
 _SECRETS_IN_TEXT = re.compile(
     r"(?i)(bearer\s+)[^\s'\",}]+"
-    r"|((?:access_token|refresh_token|id_token|client_secret|code)['\"]?\s*[:=]\s*['\"]?)"
-    r"[^\s'\",&}]+"
+    r"|(\b(?:" + "|".join(_SECRET_FIELDS) + r")['\"]?\s*[:=]\s*['\"]?)[^\s'\",&}]+"
 )
 
 

@@ -152,16 +152,16 @@ class MS365CredentialsPlugin:
         :class:`AuthorizationRequired` says what is missing and how to fix it.
         """
         wanted = resolve_permissions(scopes)
-        reason = ""
+        cause: AuthorizationRequired | None = None
         try:
             self._ensure_usable()
             missing = wanted - _o365.granted_permissions(self._account)
             if not missing:
                 return
-            reason = "lacks the permissions " + ", ".join(sorted(missing))
+            problem = "lacks the permissions " + ", ".join(sorted(missing)) + "."
         except AuthorizationRequired as exc:
-            missing = wanted
-            reason = str(exc)
+            cause, missing = exc, wanted
+            problem = f"cannot be used: {exc}"
         granted = _o365.granted_permissions(self._account) if self._store.has_data else set()
         permissions = frozenset(wanted | granted)
 
@@ -169,12 +169,14 @@ class MS365CredentialsPlugin:
         if mode == "none":
             raise AuthorizationRequired(
                 f"No usable Microsoft 365 token: the token in {self._store.location} "
-                f"{reason if reason.startswith('lacks') else 'cannot be used: ' + reason}. "
-                "Nobody is here to consent (unattended run). A person must authorize once: "
-                "run the bot on a machine with someone at the keyboard (consent='console'), "
-                f"with the same {'Maestro credential' if self._label else 'token file'}, "
-                f"asking for: {', '.join(sorted(permissions))}.",
+                f"{problem} Nobody is here to consent (unattended run). A person must "
+                "authorize once: run the bot on a machine with someone at the keyboard "
+                f"(consent='console'), with the same "
+                f"{'Maestro credential' if self._label else 'token file'}, asking for: "
+                f"{', '.join(sorted(permissions))}.",
                 missing_permissions=tuple(sorted(missing)),
+                error=cause.error if cause else None,
+                code=cause.code if cause else None,
             )
         log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
         url, flow, redirect_uri = _o365.authorization_url(self._account, permissions)

@@ -1,0 +1,80 @@
+"""The plugin leans on a few O365 2.1 / msal internals, all in ``_o365.py``. These tests
+fail loudly, naming the piece, when a new O365 or msal release moves one of them."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import msal
+from O365 import Account
+from O365.connection import Connection, MSGraphProtocol
+from O365.utils.token import BaseTokenBackend
+
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+from botcity.plugins.ms365.credentials._o365 import PluginConnection, graph_protocol
+
+
+def test_o365_version_is_the_one_we_support():
+    installed = version("O365")
+    assert installed.startswith("2.1."), installed
+
+
+def test_connection_internals_we_override_are_still_there():
+    source = inspect.getsource(Connection.__init__)
+    assert "self._msal_authority" in source, "Connection._msal_authority moved"
+    assert "self._msal_client" in source, "Connection._msal_client moved"
+    assert isinstance(Connection.__dict__["msal_client"], property)
+    for name in ("refresh_token", "_try_refresh_token", "_set_username_from_token_backend",
+                 "load_token_from_backend", "update_session_auth_header", "get_session"):
+        assert callable(getattr(Connection, name, None)), f"Connection.{name} is gone"
+    assert "self.refresh_token()" in inspect.getsource(Connection._try_refresh_token)
+    assert Account.connection_constructor is Connection
+    assert "connection_constructor(" in inspect.getsource(Account.__init__)
+
+
+def test_graph_protocol_override_point():
+    assert MSGraphProtocol._protocol_url == "https://graph.microsoft.com/"
+    assert "self._protocol_url" in inspect.getsource(MSGraphProtocol.__init__)
+    assert graph_protocol("https://graph.microsoft.us").service_url == (
+        "https://graph.microsoft.us/v1.0/")
+    assert graph_protocol("https://graph.microsoft.us").prefix_scope("Mail.Read") == (
+        "https://graph.microsoft.us/Mail.Read")
+    assert graph_protocol("http://127.0.0.1:9/").prefix_scope("Mail.Read") == (
+        "https://graph.microsoft.com/Mail.Read")
+
+
+def test_token_backend_interface():
+    for name in ("load_token", "save_token", "delete_token", "check_token",
+                 "should_refresh_token", "get_token_scopes", "get_access_token",
+                 "get_refresh_token", "serialize", "deserialize"):
+        assert callable(getattr(BaseTokenBackend, name, None)), f"BaseTokenBackend.{name}"
+    assert issubclass(BaseTokenBackend, msal.TokenCache)
+
+
+def test_o365_still_logs_the_session_headers_we_redact():
+    assert "Session default headers" in inspect.getsource(Connection._internal_request)
+
+
+def test_msal_accepts_the_arguments_we_pass():
+    parameters = inspect.signature(msal.ConfidentialClientApplication.__init__).parameters
+    assert "instance_discovery" in parameters
+    assert "force_refresh" in inspect.signature(
+        msal.ClientApplication.acquire_token_silent_with_error).parameters
+
+
+def test_sovereign_cloud_settings_reach_o365(monkeypatch):
+    monkeypatch.delenv("MS365_AUTHORITY_HOST", raising=False)
+    monkeypatch.delenv("MS365_GRAPH_URL", raising=False)
+    plugin = MS365CredentialsPlugin("id", "secret", tenant_id="contoso.us",
+                                    authority_host="https://login.microsoftonline.us",
+                                    graph_url="https://graph.microsoft.us")
+    con = plugin.ms365_account.con
+    assert isinstance(con, PluginConnection)
+    assert con._msal_authority == "https://login.microsoftonline.us/contoso.us"
+    assert con.oauth_redirect_url == (
+        "https://login.microsoftonline.us/common/oauth2/nativeclient")
+    assert plugin.ms365_account.protocol.service_url == "https://graph.microsoft.us/v1.0/"
+    default = MS365CredentialsPlugin("id", "secret").ms365_account
+    assert default.con._msal_authority == "https://login.microsoftonline.com/common"
+    assert default.protocol.service_url == "https://graph.microsoft.com/v1.0/"

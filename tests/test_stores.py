@@ -1,0 +1,189 @@
+"""The two token stores, through the real botcity-maestro-sdk and the file system."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from botcity.plugins.ms365.credentials import (
+    FileTokenStore,
+    MaestroTokenStore,
+    MS365CredentialsPlugin,
+    StoreError,
+)
+from botcity.plugins.ms365.credentials._maestro import MaestroVault
+
+LABEL = "ms365"
+
+
+def a_token(sandbox, tmp_path: Path) -> str:
+    """A real token as the plugin stores it (obtained from the sandbox)."""
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                                    token_path=tmp_path / "seed.txt")
+    plugin.authenticate(consent=sandbox.consent_redirect)
+    return (tmp_path / "seed.txt").read_text()
+
+
+def loaded(store, text: str):
+    store.deserialize(text)  # validates
+    store._cache = store.deserialize(text)
+    store._has_state_changed = True
+    return store
+
+
+# -- file --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("", "o365_token.txt"),
+        ("existing_dir", "existing_dir/o365_token.txt"),
+        ("new_dir", "new_dir/o365_token.txt"),
+        ("new_file.json", "new_file.json"),
+        ("existing_file", "existing_file"),
+    ],
+)
+def test_file_path_rules(tmp_path, monkeypatch, given, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing_dir").mkdir()
+    (tmp_path / "existing_file").write_text("")
+    assert FileTokenStore(given).path == Path(expected)
+
+
+def test_file_write_is_atomic_and_private(sandbox, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    target = tmp_path / "out" / "token.txt"
+    target.parent.mkdir()
+    target.write_text("old")
+    os.chmod(target, 0o644)
+
+    store = loaded(FileTokenStore(target), text)
+    assert store.save_token() is True
+
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["token.txt"]
+    saved = json.loads(target.read_text())
+    assert saved["RefreshToken"] and saved["botcity"]["account"] == sandbox.tenant.user.upn
+
+
+def test_an_empty_cache_never_replaces_a_stored_token(sandbox, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    target = tmp_path / "token.txt"
+    target.write_text(text)
+    store = FileTokenStore(target)
+    assert store.save_token(force=True) is False
+    store._cache = {"Account": {}, "AccessToken": {}, "RefreshToken": {}}
+    assert store.save_token(force=True) is False
+    assert target.read_text() == text
+
+
+def test_file_that_cannot_be_written(sandbox, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    store = loaded(FileTokenStore(tmp_path / "blocker" / "token.txt"), text)
+    with pytest.raises(StoreError, match="Cannot write file"):
+        store.save_token()
+
+
+def test_delete_and_check(sandbox, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    store = loaded(FileTokenStore(tmp_path / "t.txt"), text)
+    assert store.check_token() is False
+    store.save_token()
+    assert store.check_token() is True
+    assert store.delete_token() is True
+    assert not (tmp_path / "t.txt").exists() and not store.has_data
+
+
+# -- Maestro -------------------------------------------------------------------------------
+
+
+def test_save_creates_the_label_when_absent(sandbox, maestro, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    store = loaded(MaestroTokenStore(MaestroVault(maestro), "fresh-label"), text)
+    assert store.load_token() is False  # nothing there yet
+    store._cache = store.deserialize(text)
+    store.save_token(force=True)
+    assert [i["key"] for i in sandbox.maestro.credentials["fresh-label"]] == ["token"]
+    assert json.loads(sandbox.maestro.secret("fresh-label", "token"))["RefreshToken"]
+
+
+def test_save_adds_then_updates_the_key_and_keeps_the_others(sandbox, maestro, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    sandbox.put_app_credentials(LABEL, tenant_id="contoso")
+    sandbox.maestro.put_secret(LABEL, "notes", "kept as is")
+    store = loaded(MaestroTokenStore(MaestroVault(maestro), LABEL), text)
+
+    store.save_token()  # adds the key
+    first = sandbox.maestro.secret(LABEL, "token")
+    store._has_state_changed = True
+    sandbox.requests.clear()
+    store.save_token()  # updates it
+
+    keys = [i["key"] for i in sandbox.maestro.credentials[LABEL]]
+    assert keys == ["client_id", "client_secret", "tenant_id", "notes", "token"]
+    assert sandbox.maestro.secret(LABEL, "client_secret") == sandbox.app.secret
+    assert sandbox.maestro.secret(LABEL, "notes") == "kept as is"
+    assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"] == json.loads(
+        first)["RefreshToken"]
+    # an update is one read and one write of the set
+    assert [(r.method, r.path) for r in sandbox.requests("maestro")] == [
+        ("GET", f"/api/v2/credential/{LABEL}"), ("POST", f"/api/v2/credential/{LABEL}")]
+
+
+def test_a_label_deleted_meanwhile_is_created_again(sandbox, maestro, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    sandbox.maestro.put_secret(LABEL, "token", text)
+    store = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert store.load_token() is True
+    del sandbox.maestro.credentials[LABEL]
+    store._has_state_changed = True
+    store.save_token()
+    assert sandbox.maestro.secret(LABEL, "token")
+
+
+def test_a_large_non_ascii_value_round_trips(sandbox, maestro, tmp_path):
+    """Real tokens with many permissions run to several KB; account names can be UTF-8."""
+    data = json.loads(a_token(sandbox, tmp_path))
+    for entry in data["Account"].values():
+        entry["username"] = "joão.ñandú@contoso.com.br"
+    for entry in data["AccessToken"].values():
+        entry["secret"] += "x" * (8300 - len(json.dumps(data, separators=(",", ":"))))
+    text = json.dumps(data, separators=(",", ":"))
+    assert len(text.encode()) >= 8192
+    vault = MaestroVault(maestro)
+    store = loaded(MaestroTokenStore(vault, LABEL), text)
+    store.save_token()
+
+    again = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert again.load_token() is True
+    assert again._cache["AccessToken"] == data["AccessToken"]
+    assert [a["username"] for a in again._cache["Account"].values()] == [
+        "joão.ñandú@contoso.com.br"]
+    # the SDK's by-key read gets the same bytes (text/plain; charset=UTF-8)
+    assert json.loads(maestro.get_credential(LABEL, "token"))["Account"] == again._cache[
+        "Account"]
+
+
+def test_delete_token_removes_only_the_token_key(sandbox, maestro, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    sandbox.put_app_credentials(LABEL)
+    sandbox.maestro.put_secret(LABEL, "token", text)
+    store = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert store.check_token() is True
+    store.delete_token()
+    assert [i["key"] for i in sandbox.maestro.credentials[LABEL]] == ["client_id",
+                                                                      "client_secret"]
+
+
+def test_repr_names_the_place_not_the_token(sandbox, maestro, tmp_path):
+    text = a_token(sandbox, tmp_path)
+    store = loaded(MaestroTokenStore(MaestroVault(maestro), LABEL), text)
+    assert repr(store) == (f"MaestroTokenStore(Maestro credential '{LABEL}' key 'token' at "
+                           f"{sandbox.maestro_url})")
+    assert text not in repr(store)

@@ -187,3 +187,15 @@ def test_repr_names_the_place_not_the_token(sandbox, maestro, tmp_path):
     assert repr(store) == (f"MaestroTokenStore(Maestro credential '{LABEL}' key 'token' at "
                            f"{sandbox.maestro_url})")
     assert text not in repr(store)
+
+
+def test_the_sdk_read_the_vault_relies_on_is_still_there():
+    """MaestroVault uses the SDK's private by-label read (one request for the whole set)."""
+    import inspect
+
+    from botcity.maestro import BotMaestroSDK
+
+    parameters = inspect.signature(BotMaestroSDK._get_credential_by_label).parameters
+    assert list(parameters)[:3] == ["self", "label", "raise_exception"]
+    for name in ("update_credential", "create_credential", "remove_credential", "is_online"):
+        assert hasattr(BotMaestroSDK, name), f"BotMaestroSDK.{name} is gone"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -46,8 +47,6 @@ def _run_bot(sandbox: Any, bot: Path, timeout: float) -> tuple[Any, str]:
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
 
 
@@ -63,8 +62,6 @@ def demo(args: argparse.Namespace) -> int:
         _say(f"error: the example bot {bot} does not exist. Run the demo from the project "
              "folder (where bot_example/ is), or pass --bot PATH.", )
         return EXIT_USAGE
-
-    import os
 
     from .plugin import MS365CredentialsPlugin
     from .sandbox import Sandbox

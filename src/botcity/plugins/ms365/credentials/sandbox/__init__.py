@@ -33,8 +33,7 @@ def expire_token_text(text: str) -> str:
     """Return a stored token (the plugin's JSON) with every access token marked expired,
     as if its hour had passed: what a bot finds after a long pause."""
     data = json.loads(text)
-    cache = data.get("cache", data)
-    for entry in cache.get("AccessToken", {}).values():
+    for entry in data.get("AccessToken", {}).values():
         entry["expires_on"] = str(int(time.time()) - 60)
         entry.pop("refresh_on", None)
     return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,152 @@
+"""Whether a stored token can be used, and what happens when it cannot."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+import pytest
+
+from botcity.plugins.ms365.credentials import (
+    AuthorizationRequired,
+    MS365CredentialsPlugin,
+    Scopes,
+)
+from botcity.plugins.ms365.credentials.consent import choose_mode, is_unattended
+from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+
+
+def authorized_file(sandbox, tmp_path, scopes=(Scopes.MAIL_READ,)):
+    MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret).authenticate(
+        list(scopes), consent=sandbox.consent_redirect)
+    return tmp_path / "o365_token.txt"
+
+
+def expire(sandbox, token_file):
+    token_file.write_text(expire_token_text(token_file.read_text()))
+    sandbox.tenant.expire_access_tokens()
+
+
+def test_missing_permissions_consent_again_for_the_union(sandbox, tmp_path):
+    authorized_file(sandbox, tmp_path)
+    sandbox.requests.clear()
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+
+    plugin.authenticate([Scopes.FILES_READ], consent=sandbox.consent_redirect)
+
+    [authorize] = sandbox.requests("identity", path_contains="/authorize")
+    asked = {s.rsplit("/", 1)[-1] for s in authorize.query["scope"].split()}
+    assert asked == {"User.Read", "Mail.Read", "Files.Read.All", "openid", "profile",
+                     "offline_access"}
+
+
+def test_missing_permissions_unattended(sandbox, tmp_path):
+    token_file = authorized_file(sandbox, tmp_path)
+    stored = token_file.read_text()
+    sandbox.requests.clear()
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+
+    with pytest.raises(AuthorizationRequired) as caught:
+        plugin.authenticate([Scopes.FILES_READ, Scopes.MAIL_READ], consent="none")
+
+    assert caught.value.missing_permissions == ("Files.Read.All",)
+    assert "lacks the permissions Files.Read.All." in str(caught.value)
+    assert token_file.read_text() == stored
+    assert sandbox.requests("identity", path_contains="/authorize") == []
+
+
+def test_held_permissions_ask_nothing(sandbox, tmp_path):
+    authorized_file(sandbox, tmp_path, scopes=(Scopes.MAIL_READ_WRITE,))
+    sandbox.requests.clear()
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+    plugin.authenticate([Scopes.MAIL_SEND, "Mail.ReadWrite"], consent="none")
+    assert sandbox.requests("identity") == []
+
+
+@pytest.mark.parametrize("how,code", [("revoked", "AADSTS70008"),
+                                      ("inactive", "AADSTS700082"),
+                                      ("password_reset", "AADSTS50173"),
+                                      ("consent_revoked", "AADSTS65001")])
+def test_a_rejected_refresh_token_is_not_authenticated_and_is_kept(
+    sandbox, tmp_path, how, code
+):
+    token_file = authorized_file(sandbox, tmp_path)
+    expire(sandbox, token_file)
+    sandbox.tenant.kill_refresh_tokens(how)
+    stored = token_file.read_text()
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+
+    assert plugin.is_authenticated is False
+    assert plugin.is_authenticated is False
+    assert len(sandbox.token_requests("refresh_token")) == 1, "asked Microsoft once"
+    with pytest.raises(AuthorizationRequired) as caught:
+        plugin.authenticate([Scopes.MAIL_READ], consent="none")
+    assert caught.value.code == code
+    assert token_file.read_text() == stored, "the dead token stays for an operator"
+
+    # a person consents again: the token is replaced and usable
+    plugin.authenticate([Scopes.MAIL_READ], consent=sandbox.consent_redirect)
+    assert plugin.is_authenticated is True
+    assert token_file.read_text() != stored
+
+
+def test_a_rejected_refresh_token_seen_first_by_a_graph_call(sandbox, tmp_path):
+    token_file = authorized_file(sandbox, tmp_path)
+    expire(sandbox, token_file)
+    sandbox.tenant.kill_refresh_tokens("inactive")
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+
+    with pytest.raises(AuthorizationRequired, match="AADSTS700082"):
+        plugin.ms365_account.get_current_user_data()
+    assert plugin.is_authenticated is False
+    assert len(sandbox.token_requests("refresh_token")) == 1
+
+
+class FakeMaestro:
+    def __init__(self, task_id):
+        self.task_id = task_id
+
+
+@pytest.mark.parametrize(
+    ("maestro", "environ", "stdin", "expected"),
+    [
+        (None, {}, "tty-like", False),
+        (FakeMaestro(0), {}, "tty-like", False),  # from_sys_args() without a Runner
+        (FakeMaestro("17"), {}, "tty-like", True),  # started by a Runner
+        (None, {"MS365_CONSENT": "none"}, "tty-like", True),
+        (None, {}, None, True),
+        (None, {}, "closed", True),
+        (None, {}, "devnull", True),
+        (None, {}, "pipe", False),  # an IDE's Run window
+    ],
+)
+def test_unattended_detection(maestro, environ, stdin, expected, tmp_path):
+    if stdin == "tty-like":
+        stream = io.StringIO()
+    elif stdin == "closed":
+        stream = io.StringIO()
+        stream.close()
+    elif stdin == "devnull":
+        stream = open(os.devnull)  # noqa: SIM115
+    elif stdin == "pipe":
+        read, write = os.pipe()
+        stream = os.fdopen(read)
+    else:
+        stream = None
+    try:
+        assert is_unattended(maestro, environ, stream) is expected
+        assert choose_mode(None, maestro, environ, stream) == ("none" if expected
+                                                               else "console")
+    finally:
+        if stream is not None:
+            stream.close()
+        if stdin == "pipe":
+            os.close(write)
+
+
+def test_explicit_consent_wins_over_detection():
+    assert choose_mode("none", None, {}, sys.stdin) == "none"
+    assert choose_mode(None, None, {"MS365_CONSENT": "console"}, io.StringIO()) == "console"
+    handler = lambda url: url  # noqa: E731
+    assert choose_mode(handler, FakeMaestro(5), {}, None) is handler

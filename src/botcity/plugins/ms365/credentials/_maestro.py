@@ -36,6 +36,10 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+#: Alerts sent by this process, so a bot that retries does not flood the operator.
+_ALERTED: set[tuple[str, str]] = set()
+
+
 def _version_tuple(version: str | None) -> tuple[int, ...]:
     numbers = re.findall(r"\d+", version or "")
     return tuple(int(n) for n in numbers[:3]) or (0,)
@@ -144,6 +148,27 @@ class MaestroVault:
         current = self._sets.get(label) or {}
         self._sets[label] = {**current, key: value}
         log.debug("Wrote key %r of Maestro credential %r", key, label)
+
+    def alert(self, title: str, message: str, *, error: bool = False, once: str = "") -> bool:
+        """Raise a Maestro alert on the running task; with ``once``, at most one alert per
+        process for that subject. A failing alert is logged, never raised: telling the
+        operator must not stop the bot from reporting the real problem."""
+        if once:
+            key = (self.server, once)
+            if key in _ALERTED:
+                return False
+            _ALERTED.add(key)
+        from botcity.maestro import AlertType
+
+        try:
+            self._sdk.alert(task_id=str(getattr(self._sdk, "task_id", "") or ""), title=title,
+                            message=message,
+                            alert_type=AlertType.ERROR if error else AlertType.WARN)
+        except (requests.RequestException, ValueError, RuntimeError) as exc:
+            log.warning("Could not raise a Maestro alert at %s: %s", self.server,
+                        type(exc).__name__)
+            return False
+        return True
 
     def remove(self, label: str, key: str) -> None:
         """Remove ``key`` from ``label`` (the other keys stay)."""

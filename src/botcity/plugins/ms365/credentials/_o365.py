@@ -25,7 +25,7 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
-from msal import ConfidentialClientApplication
+from msal import ConfidentialClientApplication, PublicClientApplication
 from O365 import Account
 from O365.connection import Connection, MSGraphProtocol
 
@@ -77,6 +77,13 @@ def authorization_error(result: dict[str, Any], doing: str) -> AuthorizationErro
     code = aadsts_code(result.get("error_description"))
     meaning = AADSTS_MEANINGS.get(code or "", "")
     told = f" ({code}: {meaning})" if meaning else (f" ({code})" if code else "")
+    if code == "AADSTS7000218":
+        return AuthorizationError(
+            f"Microsoft refused {doing}: {error}{told}. Device code sign-in is a public "
+            "client flow: in the Azure portal, App registrations > your app > "
+            "Authentication, set 'Allow public client flows' to Yes.",
+            error=error, code=code,
+        )
     if error == "invalid_client":
         return AuthorizationError(
             f"Microsoft refused the app's credentials while {doing}: {error}{told}. Check the "
@@ -84,6 +91,12 @@ def authorization_error(result: dict[str, Any], doing: str) -> AuthorizationErro
             "portal (App registrations > Certificates & secrets) and store its Value.",
             error=error, code=code,
         )
+    if error in ("authorization_declined", "access_denied"):
+        return AuthorizationError(f"The person declined the sign-in while {doing}{told}.",
+                                  error=error, code=code)
+    if error == "expired_token":
+        return AuthorizationError(f"The device code expired while {doing}; start again.",
+                                  error=error, code=code)
     if error in ("invalid_grant", "interaction_required", "consent_required"):
         return AuthorizationRequired(
             f"Microsoft refused the stored token while {doing}: {error}{told}. A person must "
@@ -112,57 +125,79 @@ def graph_protocol(graph_url: str) -> MSGraphProtocol:
 
 
 class PluginConnection(Connection):
-    """O365's Connection with a configurable authority and the plugin's refresh."""
+    """O365's Connection with a configurable authority and the plugin's refresh.
+
+    A token obtained with the device code flow belongs to a *public* client: the store
+    says so (``client == "public"``) and its refreshes are made without the secret."""
 
     _msal_client: Any  # set by O365's Connection.__init__
     session: Any
 
     def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
-                 **kwargs: Any) -> None:
+                 graph_resource: str = DEFAULT_GRAPH_URL + "/", **kwargs: Any) -> None:
         super().__init__(credentials, **kwargs)
         self.authority_host = authority_host.rstrip("/")
+        self.graph_resource = graph_resource
         self._msal_authority = f"{self.authority_host}/{self.tenant_id}"
         self.oauth_redirect_url = f"{self.authority_host}/common/oauth2/nativeclient"
         #: How many refreshes this connection made (the benchmarks and tests count them).
         self.refresh_count = 0
         #: Set when Microsoft rejected the refresh token: it is dead until a new consent.
         self.rejected: AuthorizationRequired | None = None
+        self._built_for: str | None = None
+
+    def _client_type(self) -> str:
+        return str(getattr(self.token_backend, "client_type", "confidential"))
+
+    def build_msal_client(self, client_type: str) -> Any:
+        options: dict[str, Any] = {
+            "client_id": self.auth[0],
+            "authority": self._msal_authority,
+            "token_cache": self.token_backend,
+            "proxies": self.proxy,
+            "verify": self.verify_ssl,
+            "timeout": self.timeout,
+            # msal validates only Microsoft's own hosts; any other is taken as given
+            "instance_discovery": None if self.authority_host == DEFAULT_AUTHORITY_HOST
+            else False,
+        }
+        if client_type == "public":
+            return PublicClientApplication(**options)
+        return ConfidentialClientApplication(client_credential=self.auth[1], **options)
 
     @property
     def msal_client(self) -> Any:
-        if self._msal_client is None:
-            self._msal_client = ConfidentialClientApplication(
-                client_id=self.auth[0],
-                client_credential=self.auth[1],
-                authority=self._msal_authority,
-                token_cache=self.token_backend,
-                proxies=self.proxy,
-                verify=self.verify_ssl,
-                timeout=self.timeout,
-                # msal validates only Microsoft's own hosts; any other is taken as given
-                instance_discovery=None if self.authority_host == DEFAULT_AUTHORITY_HOST
-                else False,
-            )
+        client_type = self._client_type()
+        if self._msal_client is None or self._built_for != client_type:
+            self._msal_client = self.build_msal_client(client_type)
+            self._built_for = client_type
         return self._msal_client
 
     def refresh_token(self) -> bool:
-        """Get a new access token (and rotated refresh token) and save it to the store."""
+        """Get a new access token (and rotated refresh token) and save it to the store.
+        App-only connections ask for a new token with the client credentials."""
         log.debug("Refreshing the access token")
         if self.session is None:
             self.session = self.get_session(load_token=True)
-        scopes = self.token_backend.get_token_scopes(username=self.username,
-                                                     remove_reserved=True)
-        accounts = self.msal_client.get_accounts(username=self.username)
-        if not accounts or not scopes:
-            raise AuthorizationRequired(
-                "The stored token has no refresh token for the signed-in account. "
-                "A person must sign in again to authorize the app."
+        if self.auth_flow_type == "credentials":
+            result = self.msal_client.acquire_token_for_client(
+                scopes=[f"{self.graph_resource}.default"])
+            doing = "getting an app-only token"
+        else:
+            scopes = self.token_backend.get_token_scopes(username=self.username,
+                                                         remove_reserved=True)
+            accounts = self.msal_client.get_accounts(username=self.username)
+            if not accounts or not scopes:
+                raise AuthorizationRequired(
+                    "The stored token has no refresh token for the signed-in account. "
+                    "A person must sign in again to authorize the app."
+                )
+            result = self.msal_client.acquire_token_silent_with_error(
+                scopes=scopes, account=accounts[0], force_refresh=True
             )
-        result = self.msal_client.acquire_token_silent_with_error(
-            scopes=scopes, account=accounts[0], force_refresh=True
-        )
+            doing = "refreshing the access token"
         if not result or "access_token" not in result:
-            error = authorization_error(result or {}, "refreshing the access token")
+            error = authorization_error(result or {}, doing)
             if isinstance(error, AuthorizationRequired):
                 self.rejected = error
             raise error
@@ -179,14 +214,17 @@ class PluginAccount(Account):
 
 def build_account(
     client_id: str, client_secret: str, *, tenant_id: str, token_backend: Any,
-    authority_host: str, graph_url: str,
+    authority_host: str, graph_url: str, app_only: bool = False,
 ) -> PluginAccount:
+    protocol = graph_protocol(graph_url)
     return PluginAccount(
         (client_id, client_secret),
-        protocol=graph_protocol(graph_url),
+        protocol=protocol,
         tenant_id=tenant_id,
         token_backend=token_backend,
         authority_host=authority_host,
+        graph_resource=protocol.prefix_scope(""),
+        auth_flow_type="credentials" if app_only else "authorization",
     )
 
 
@@ -200,28 +238,22 @@ def authorization_url(account: Account, permissions: frozenset[str],
     """Start the authorization-code flow: the URL a person opens, msal's flow state,
     and the redirect URI Microsoft will send the browser back to."""
     con = account.con
+    client = con.build_msal_client("confidential")
     redirect = redirect_uri or con.oauth_redirect_url
     with warnings.catch_warnings():
         # msal recommends response_mode=form_post, which a pasted address cannot carry
         warnings.filterwarnings("ignore", message="response_mode='form_post'")
-        flow = con.msal_client.initiate_auth_code_flow(
+        flow = client.initiate_auth_code_flow(
             scopes=graph_scopes(account, permissions), redirect_uri=redirect
         )
+    flow["_client"] = client
     return flow["auth_uri"], flow, redirect
 
 
-def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str, str]) -> str:
-    """Exchange the code Microsoft sent back for tokens, save them, return the username."""
+def _signed_in(account: Account, result: dict[str, Any], client_type: str) -> str:
+    """After Microsoft issued tokens: select the account, update the session, save."""
     con = account.con
-    try:
-        result = con.msal_client.acquire_token_by_auth_code_flow(flow, auth_response)
-    except ValueError as exc:  # msal: state mismatch or missing
-        raise AuthorizationError(
-            f"The authorization answer does not belong to this sign-in ({exc}). "
-            "Start the authorization again."
-        ) from None
-    if "access_token" not in result:
-        raise authorization_error(result, "redeeming the authorization code")
+    con.token_backend.client_type = client_type
     claims = result.get("id_token_claims") or {}
     if claims.get("oid") and claims.get("tid"):
         con._set_username_from_token_backend(home_account_id=f"{claims['oid']}.{claims['tid']}")
@@ -230,6 +262,46 @@ def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str,
     con.rejected = None
     con.token_backend.save_token(force=True)
     return str(con.username or claims.get("preferred_username") or "")
+
+
+def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str, str]) -> str:
+    """Exchange the code Microsoft sent back for tokens, save them, return the username."""
+    client = flow.pop("_client")
+    try:
+        result = client.acquire_token_by_auth_code_flow(flow, auth_response)
+    except ValueError as exc:  # msal: state mismatch or missing
+        raise AuthorizationError(
+            f"The authorization answer does not belong to this sign-in ({exc}). "
+            "Start the authorization again."
+        ) from None
+    if "access_token" not in result:
+        raise authorization_error(result, "redeeming the authorization code")
+    return _signed_in(account, result, "confidential")
+
+
+def start_device_flow(account: Account, permissions: frozenset[str]) -> dict[str, Any]:
+    """Ask Microsoft for a device code (a public-client flow: no secret is sent)."""
+    client = account.con.build_msal_client("public")
+    flow = client.initiate_device_flow(scopes=graph_scopes(account, permissions))
+    if "user_code" not in flow:
+        raise authorization_error(flow, "starting the device code sign-in")
+    flow["_client"] = client
+    return dict(flow)
+
+
+def finish_device_flow(account: Account, flow: dict[str, Any], timeout: float) -> str:
+    """Poll (at Microsoft's interval) until the person signs in, refuses, or ``timeout``
+    seconds pass; save the token; return the username."""
+    client = flow.pop("_client")
+    flow["expires_at"] = min(float(flow.get("expires_at", 0)), time.time() + timeout)
+    result = client.acquire_token_by_device_flow(flow)
+    if "access_token" not in result:
+        if result.get("error") == "authorization_pending":  # our deadline came first
+            raise AuthorizationError(
+                f"Nobody completed the device code sign-in within {timeout:.0f} s.",
+                error="authorization_pending")
+        raise authorization_error(result, "waiting for the device code sign-in")
+    return _signed_in(account, result, "public")
 
 
 # -- facts about the loaded token ------------------------------------------------------

@@ -6,9 +6,17 @@ address with :func:`parse_redirect` before it redeems anything.
 
 - ``"console"``: print the URL, read the pasted address from stdin (0.2.0's way). Quotes
   and spaces around it are fine; a wrong address is explained and asked again, 3 times.
+- ``"browser"``: listen on ``http://localhost:<free port>`` (the redirect URI), open the
+  system browser (the URL is printed too), take the code from the browser's redirect and
+  answer it with a page that says whether it worked. Gives up after the timeout.
+- ``"device_code"``: Microsoft's device code flow: print the verification URL and code
+  (and, when Maestro is connected, raise a Maestro alert with them, so an operator can
+  sign in from a phone), then poll until the person signs in, refuses, or time runs out.
 - ``"none"``: never ask; the plugin raises ``AuthorizationRequired`` instead.
 - any callable ``handler(url) -> redirected_url``: your own way (the demo and the tests
   let the sandbox answer).
+
+Waiting (browser, device code) is bounded by ``MS365_CONSENT_TIMEOUT`` seconds (300).
 
 A run is *unattended* (nobody can answer) when a Runner started it (the Maestro
 connection carries a task id), when stdin is missing, closed or ``/dev/null``, or when
@@ -18,22 +26,45 @@ terminal (an IDE's Run window) still has a person behind it.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import sys
+import threading
+import webbrowser
 from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
+from . import _o365
 from .errors import AuthorizationError, AuthorizationRequired, ConfigurationError
 
 log = logging.getLogger(__name__)
 
 ENV_CONSENT = "MS365_CONSENT"
-MODES = ("console", "none")
+ENV_TIMEOUT = "MS365_CONSENT_TIMEOUT"
+MODES = ("console", "browser", "device_code", "none")
 CONSOLE_TRIES = 3
+DEFAULT_TIMEOUT = 300.0
 
 ConsentHandler = Callable[[str], str]
+#: ``notify(title, message)``: tell an operator (a Maestro alert) what a person must do.
+Notify = Callable[[str, str], None]
+
+
+def consent_timeout(environ: Mapping[str, str]) -> float:
+    raw = environ.get(ENV_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 86400:
+        raise ConfigurationError(f"{ENV_TIMEOUT} must be a number of seconds (1 to 86400), "
+                                 f"not {raw!r}.")
+    return value
 
 
 def stdin_is_usable(stdin: TextIO | None) -> bool:
@@ -152,3 +183,133 @@ def console_consent(
                 raise
             stdout.write(f"{exc} ({CONSOLE_TRIES - attempt} tries left)\n")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
+<body style="font-family:sans-serif;margin:3em"><h1>{title}</h1><p>{text}</p></body></html>"""
+
+
+class RedirectListener:
+    """A one-shot HTTP server on 127.0.0.1 that receives the browser's redirect after
+    consent. Redirect URI: ``http://localhost:<port>`` (Azure AD ignores the port of
+    localhost, so registering ``http://localhost`` once is enough)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._answer: dict[str, str] | None = None
+        self._error: AuthorizationError | None = None
+        self.state = ""
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return  # the query holds the authorization code: never log it
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                query = urlsplit(self.path).query
+                if listener._done.is_set() or not query:
+                    self._page(404, "Nothing here", "This page only receives the sign-in.")
+                    return
+                try:
+                    listener._answer = parse_redirect(
+                        listener.redirect_uri + self.path, listener.redirect_uri,
+                        listener.state)
+                    self._page(200, "Signed in",
+                               "The bot received the authorization. You can close this "
+                               "window.")
+                except AuthorizationError as exc:
+                    listener._error = exc
+                    self._page(400, "Sign-in failed", html.escape(str(exc)))
+                listener._done.set()
+
+            def _page(self, status: int, title: str, text: str) -> None:
+                body = _PAGE.format(title=title, text=text).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        self._server.timeout = 0.2
+        self.redirect_uri = f"http://localhost:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._serve, name="ms365-consent", daemon=True)
+
+    def _serve(self) -> None:
+        while not self._done.is_set():
+            self._server.handle_request()
+
+    def __enter__(self) -> RedirectListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join(timeout=2)
+        self._server.server_close()
+
+    def wait(self, state: str, timeout: float) -> dict[str, str]:
+        self.state = state
+        if not self._done.wait(timeout):
+            raise AuthorizationError(
+                f"No sign-in reached {self.redirect_uri} within {timeout:.0f} s. Open the URL "
+                "shown above in a browser on this machine, or choose consent='device_code' "
+                "or 'console'."
+            )
+        if self._error is not None:
+            raise self._error
+        assert self._answer is not None
+        return self._answer
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in the system browser without waiting for it (some openers block)."""
+    def run() -> None:
+        try:
+            if not webbrowser.open(url):
+                log.info("No browser could be opened; open the URL by hand")
+        except Exception as exc:  # a broken opener must not stop the sign-in
+            log.info("Opening the browser failed (%s); open the URL by hand",
+                     type(exc).__name__)
+
+    threading.Thread(target=run, name="ms365-browser", daemon=True).start()
+
+
+def obtain(
+    mode: str | ConsentHandler,
+    account: Any,
+    permissions: frozenset[str],
+    *,
+    notify: Notify,
+    timeout: float,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> str:
+    """Have a person consent to ``permissions`` in the way ``mode`` names; store the token;
+    return the signed-in user's name."""
+    out = stdout or sys.stdout
+    if mode == "device_code":
+        flow = _o365.start_device_flow(account, permissions)
+        message = (f"To let the bot use Microsoft 365, open {flow['verification_uri']} and "
+                   f"enter the code {flow['user_code']} (valid for "
+                   f"{min(timeout, float(flow.get('expires_in', timeout))) / 60:.0f} minutes).")
+        out.write(f"\n{message}\nWaiting for the sign-in...\n")
+        out.flush()
+        notify("Microsoft 365 sign-in needed", message)
+        return _o365.finish_device_flow(account, flow, timeout)
+    if mode == "browser":
+        with RedirectListener() as listener:
+            url, flow, redirect_uri = _o365.authorization_url(
+                account, permissions, listener.redirect_uri)
+            out.write(f"\nOpening your browser to sign in to Microsoft 365. If it does not "
+                      f"open, visit:\n\n{url}\n\nWaiting up to {timeout:.0f} s...\n")
+            out.flush()
+            _open_browser(url)
+            answer = listener.wait(flow["state"], timeout)
+        return _o365.redeem_code(account, flow, answer)
+    url, flow, redirect_uri = _o365.authorization_url(account, permissions)
+    if callable(mode):
+        answer = parse_redirect(mode(url), redirect_uri, flow["state"])
+    else:
+        answer = console_consent(url, redirect_uri, flow["state"], stdin=stdin, stdout=out)
+    return _o365.redeem_code(account, flow, answer)

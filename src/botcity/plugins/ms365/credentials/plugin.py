@@ -19,10 +19,10 @@ from O365 import Account
 from . import _o365
 from ._maestro import MaestroVault
 from .app_credentials import AppCredentials, resolve_app_credentials
-from .consent import ConsentHandler, choose_mode, console_consent, parse_redirect
+from .consent import ConsentHandler, choose_mode, consent_timeout, obtain
 from .errors import AuthorizationRequired, ConfigurationError
 from .scopes import Scopes, resolve_permissions
-from .stores import FileTokenStore, MaestroTokenStore, TokenStore
+from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ class MS365CredentialsPlugin:
         tenant_id: the Azure tenant (default ``common``, or ``MS365_TENANT_ID``).
         authority_host, graph_url: another cloud (or a local emulator); also from
             ``MS365_AUTHORITY_HOST`` and ``MS365_GRAPH_URL``.
-        consent: how a person consents when one must: ``"console"``, ``"none"`` or a
-            function (see :mod:`.consent`). Default: console, or none when unattended.
+        consent: how a person consents when one must: ``"console"``, ``"browser"``,
+            ``"device_code"``, ``"none"`` or a function (see :mod:`.consent`). Default:
+            ``MS365_CONSENT``, else console, or none when the run is unattended.
+        auth_flow: ``"delegated"`` (a user's token, the default) or ``"app"`` (app-only:
+            client credentials with the app's application permissions; needs
+            ``tenant_id``; no person, no stored token).
     """
 
     def __init__(
@@ -78,33 +82,48 @@ class MS365CredentialsPlugin:
         authority_host: str | None = None,
         graph_url: str | None = None,
         consent: str | ConsentHandler | None = None,
+        auth_flow: str = "delegated",
     ) -> None:
         environ = os.environ
         if maestro is not None and not hasattr(maestro, "is_online"):
             raise ConfigurationError(
                 f"maestro must be a BotMaestroSDK, not {type(maestro).__name__}."
             )
+        if auth_flow not in ("delegated", "app"):
+            raise ConfigurationError(
+                f"auth_flow must be 'delegated' (a user's token) or 'app' (app-only), not "
+                f"{auth_flow!r}.")
         self._maestro = maestro
-        vault = MaestroVault(maestro) if maestro is not None and maestro.is_online else None
-        if maestro is not None and vault is None:
+        self._vault = MaestroVault(maestro) if maestro is not None and maestro.is_online else None
+        if maestro is not None and self._vault is None:
             log.info("BotCity Maestro is not connected (offline mode): using the local file")
 
         self._app: AppCredentials = resolve_app_credentials(
             client_id, client_secret, tenant_id,
-            vault=vault, label=credential_label, environ=environ,
+            vault=self._vault, label=credential_label, environ=environ,
         )
+        self._app_only = auth_flow == "app"
+        if self._app_only and self._app.tenant_id in ("common", "organizations", "consumers"):
+            raise ConfigurationError(
+                "auth_flow='app' needs the tenant: pass tenant_id (or set MS365_TENANT_ID, "
+                "or the key tenant_id of the Maestro credential) to your tenant's id or "
+                "domain, such as contoso.onmicrosoft.com.")
         token_label = token_label or credential_label
-        self._store: TokenStore = (
-            MaestroTokenStore(vault, token_label, token_key)
-            if vault is not None and token_label
-            else FileTokenStore(token_path)
-        )
+        self._store: TokenStore
+        if self._app_only:
+            self._store = MemoryTokenStore()
+        elif self._vault is not None and token_label:
+            self._store = MaestroTokenStore(self._vault, token_label, token_key)
+        else:
+            self._store = FileTokenStore(token_path)
         self._label = token_label
         self._consent = consent
+        self._timeout = consent_timeout(environ)
         self._account = _o365.build_account(
             self._app.client_id, self._app.client_secret,
             tenant_id=self._app.tenant_id,
             token_backend=self._store,
+            app_only=self._app_only,
             authority_host=_url(
                 authority_host or environ.get(ENV_AUTHORITY_HOST)
                 or _o365.DEFAULT_AUTHORITY_HOST, "authority_host", allow_local_http=False),
@@ -149,8 +168,15 @@ class MS365CredentialsPlugin:
 
         With a usable token that covers ``scopes`` nothing is asked. Otherwise a person
         consents (to the stored permissions plus the new ones), or, when nobody can,
-        :class:`AuthorizationRequired` says what is missing and how to fix it.
+        :class:`AuthorizationRequired` says what is missing and how to fix it (and, with
+        Maestro connected, one Maestro alert tells the operator).
+
+        App-only (``auth_flow="app"``): gets an app token; ``scopes`` do not apply, the
+        app's application permissions are set in its Azure registration.
         """
+        if self._app_only:
+            self._ensure_usable()
+            return
         wanted = resolve_permissions(scopes)
         cause: AuthorizationRequired | None = None
         try:
@@ -167,7 +193,7 @@ class MS365CredentialsPlugin:
 
         mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
         if mode == "none":
-            raise AuthorizationRequired(
+            error = AuthorizationRequired(
                 f"No usable Microsoft 365 token: the token in {self._store.location} "
                 f"{problem} Nobody is here to consent (unattended run). A person must "
                 "authorize once: run the bot on a machine with someone at the keyboard "
@@ -178,21 +204,28 @@ class MS365CredentialsPlugin:
                 error=cause.error if cause else None,
                 code=cause.code if cause else None,
             )
+            self._notify("Microsoft 365 authorization required", str(error), error=True,
+                         once=f"required:{self._store.location}")
+            raise error
         log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
-        url, flow, redirect_uri = _o365.authorization_url(self._account, permissions)
-        if callable(mode):
-            answer = parse_redirect(mode(url), redirect_uri, flow["state"])
-        else:
-            answer = console_consent(url, redirect_uri, flow["state"])
-        username = _o365.redeem_code(self._account, flow, answer)
+        username = obtain(mode, self._account, permissions, notify=self._notify,
+                          timeout=self._timeout)
         log.info("Authorized %s; token saved to %s", username or "the user",
                  self._store.location)
 
     # -- internals --------------------------------------------------------------------
+    def _notify(self, title: str, message: str, *, error: bool = False, once: str = "") -> None:
+        if self._vault is not None:
+            self._vault.alert(title, message, error=error, once=once)
+
     def _ensure_usable(self) -> None:
         con = self._account.con
         if con.rejected is not None:
             raise con.rejected
+        if self._app_only:
+            if not _o365.access_token_valid(self._account):
+                con.refresh_token()
+            return
         if not self._store.has_data and not con.load_token_from_backend():
             raise AuthorizationRequired(f"No token is stored in {self._store.location}.")
         if _o365.access_token_valid(self._account):

@@ -76,7 +76,7 @@ def parse_token(text: str | bytes, where: str, fix: str = "remove it") -> dict[s
     return data
 
 
-def _metadata(cache: dict[str, Any]) -> dict[str, Any]:
+def _metadata(cache: dict[str, Any], client_type: str) -> dict[str, Any]:
     accounts = list(cache.get("Account", {}).values())
     refresh = list(cache.get("RefreshToken", {}).values())
     access = list(cache.get("AccessToken", {}).values())
@@ -91,6 +91,7 @@ def _metadata(cache: dict[str, Any]) -> dict[str, Any]:
             for scope in str(entry.get("target", "")).split()
         } - RESERVED),
         "access_token_expires_on": max(expires) if expires else None,
+        "client": client_type,
     }
 
 
@@ -101,6 +102,8 @@ class TokenStore(BaseTokenBackend):
     location = "?"
     #: What a person removes to start over, for messages.
     removal = "remove it"
+    #: "public" for a token from the device code flow (refreshed without the secret).
+    client_type = "confidential"
 
     # -- the three things a store must do ---------------------------------------------
     def _read(self) -> str | None:
@@ -120,7 +123,8 @@ class TokenStore(BaseTokenBackend):
         with self._lock:
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
-            return json.dumps({**cache, META_KEY: _metadata(cache)}, separators=(",", ":"))
+            meta = _metadata(cache, self.client_type)
+            return json.dumps({**cache, META_KEY: meta}, separators=(",", ":"))
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
         with self._lock:
@@ -128,7 +132,9 @@ class TokenStore(BaseTokenBackend):
             if not token_cache_state:
                 return {}
             data = parse_token(token_cache_state, self.location, self.removal)
-            data.pop(META_KEY, None)
+            meta = data.pop(META_KEY, None)
+            client = meta.get("client") if isinstance(meta, dict) else None
+            self.client_type = "public" if client == "public" else "confidential"
             return data
 
     def load_token(self) -> bool:
@@ -217,6 +223,22 @@ class FileTokenStore(TokenStore):
         except FileNotFoundError:
             return False
         return True
+
+
+class MemoryTokenStore(TokenStore):
+    """Tokens kept in memory only: app-only (client credentials) tokens last an hour and
+    are renewed without a person, so there is nothing worth storing."""
+
+    location = "memory (app-only tokens are not stored)"
+
+    def _read(self) -> str | None:
+        return None
+
+    def _write(self, text: str) -> None:
+        return None
+
+    def _remove(self) -> bool:
+        return False
 
 
 class MaestroTokenStore(TokenStore):

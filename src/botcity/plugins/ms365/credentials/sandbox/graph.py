@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ._http import Reply, Request, RequestLog, Route, Service
-from .identity import AccessToken, Tenant
+from .identity import AccessToken, Tenant, User
 
 
 def graph_error(status: int, code: str, message: str) -> Reply:
@@ -28,7 +28,10 @@ class GraphService(Service):
         super().__init__(log, tls)
 
     def routes(self) -> list[tuple[str, str, Route]]:
-        return [("GET", r"/v1\.0/me", self._me)]
+        return [
+            ("GET", r"/v1\.0/me", self._me),
+            ("GET", r"/v1\.0/users/(?P<user_id>[^/]+)", self._user),
+        ]
 
     def _authorize(self, request: Request) -> AccessToken | Reply:
         header = request.headers.get("authorization", "")
@@ -50,7 +53,21 @@ class GraphService(Service):
         if token.user is None:
             return graph_error(400, "BadRequest", "/me request is only valid with delegated "
                                "authentication flow.")
-        user = token.user
+        return self._user_json(token.user)
+
+    def _user(self, request: Request, user_id: str) -> Reply:
+        """A user by id or principal name; app-only and delegated tokens both may ask."""
+        token = self._authorize(request)
+        if isinstance(token, Reply):
+            return token
+        user = self.tenant.user
+        if user_id.lower() not in (user.upn.lower(), user.oid):
+            return graph_error(404, "Request_ResourceNotFound",
+                               f"Resource '{user_id}' does not exist.")
+        return self._user_json(user)
+
+    @staticmethod
+    def _user_json(user: User) -> Reply:
         return Reply.json({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
             "businessPhones": [], "displayName": user.name, "givenName": "Bot",

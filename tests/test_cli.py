@@ -42,7 +42,8 @@ def test_python_dash_m_runs_the_same_command():
     assert done.returncode == 0 and "demo" in done.stdout and "sandbox" in done.stdout
 
 
-@pytest.mark.parametrize("command", ["demo", "sandbox"])
+@pytest.mark.parametrize("command", ["login", "status", "logout", "copy", "migrate", "demo",
+                                     "sandbox"])
 def test_every_command_has_help(command):
     done = cli(command, "--help")
     assert done.returncode == 0 and command in done.stdout

@@ -22,6 +22,7 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -279,6 +280,19 @@ def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str,
     return _signed_in(account, result, "confidential")
 
 
+def redeem_refresh_token(account: Account, refresh_token: str, permissions: frozenset[str]
+                         ) -> str:
+    """Turn a bare refresh token (an O365 1.x token file) into a full token, saved to the
+    account's store; return the username."""
+    client = account.con.build_msal_client("confidential")
+    scopes = graph_scopes(account, permissions) if permissions else [
+        account.protocol.prefix_scope(".default")]
+    result = client.acquire_token_by_refresh_token(refresh_token, scopes=scopes)
+    if "access_token" not in result:
+        raise authorization_error(result, "redeeming the old refresh token")
+    return _signed_in(account, result, "confidential")
+
+
 def start_device_flow(account: Account, permissions: frozenset[str]) -> dict[str, Any]:
     """Ask Microsoft for a device code (a public-client flow: no secret is sent)."""
     client = account.con.build_msal_client("public")
@@ -289,12 +303,21 @@ def start_device_flow(account: Account, permissions: frozenset[str]) -> dict[str
     return dict(flow)
 
 
-def finish_device_flow(account: Account, flow: dict[str, Any], timeout: float) -> str:
+def finish_device_flow(account: Account, flow: dict[str, Any], timeout: float,
+                       tick: Callable[[float], None] | None = None) -> str:
     """Poll (at Microsoft's interval) until the person signs in, refuses, or ``timeout``
-    seconds pass; save the token; return the username."""
+    seconds pass; save the token; return the username. ``tick(seconds_left)`` is called
+    about once a second while waiting."""
     client = flow.pop("_client")
     flow["expires_at"] = min(float(flow.get("expires_at", 0)), time.time() + timeout)
-    result = client.acquire_token_by_device_flow(flow)
+
+    def stop_polling(state: dict[str, Any]) -> bool:
+        left = float(state.get("expires_at", 0)) - time.time()
+        if tick is not None and left > 0:
+            tick(left)
+        return left <= 0
+
+    result = client.acquire_token_by_device_flow(flow, exit_condition=stop_polling)
     if "access_token" not in result:
         if result.get("error") == "authorization_pending":  # our deadline came first
             raise AuthorizationError(

@@ -1,10 +1,15 @@
-"""``botcity-ms365``: the command line of the plugin.
+"""``botcity-ms365``: authorize, inspect and move a bot's Microsoft 365 token.
 
-- ``demo``: the whole story against the local sandbox (no Microsoft or Maestro needed):
-  first authorization stored in Maestro, the example bot run as a Runner runs it, then
-  an expired access token refreshed and written back.
-- ``sandbox``: run the local Microsoft identity platform, Graph and Maestro for a while,
-  printing what a bot needs to use them.
+    botcity-ms365 login   --label ms365 --scopes mail_read_write   # a person signs in once
+    botcity-ms365 status  --label ms365 [--check] [--json]         # is the token still good?
+    botcity-ms365 logout  --label ms365                            # remove the token
+    botcity-ms365 copy    --from file:o365_token.txt --to maestro:ms365
+    botcity-ms365 migrate o365_token.txt                           # O365 1.x -> current
+    botcity-ms365 demo | sandbox                                   # the local sandbox
+
+The Maestro connection comes from ``--server/--login/--key`` or ``BOTCITY_SERVER``,
+``BOTCITY_LOGIN``, ``BOTCITY_KEY``; without one the token file is used (``--token-path``).
+Exit codes: 0 success, 1 a failure the message says how to fix, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -13,133 +18,288 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
-import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import AuthorizationRequired, MS365CredentialsError, StoreError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEMO_LABEL = "ms365"
 
 
-def _say(text: str = "", *, indent: int = 0) -> None:
-    print(textwrap.indent(text, " " * indent) if indent else text, flush=True)
+class UsageError(Exception):
+    """Arguments that do not fit together (exit 2)."""
 
 
-def _step(number: int, text: str) -> None:
-    _say(f"\n[{number}] {text}")
+def _out(text: str = "") -> None:
+    print(text, flush=True)
 
 
-def _run_bot(sandbox: Any, bot: Path, timeout: float) -> tuple[Any, str]:
-    task_id, token = sandbox.maestro.start_task(
-        "ms365-demo", {"ms365_credential_label": DEMO_LABEL})
-    argv = sandbox.maestro.runner_argv(task_id, token)
-    _say(f"$ python {bot.name} {argv[0]} {task_id} <runner token> {argv[3]}", indent=4)
-    env = {**_base_env(), **sandbox.client_env()}
-    done = subprocess.run(  # noqa: S603 - our own interpreter and the example bot
-        [sys.executable, str(bot), *argv], env=env, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout, cwd=bot.parent,
-    )
-    output = (done.stdout + done.stderr).strip()
-    return sandbox.maestro.tasks[task_id], output
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
+# -- where things are ---------------------------------------------------------------------
+def _maestro(args: argparse.Namespace) -> Any:
+    """A logged-in BotMaestroSDK, or None when no Maestro connection was given."""
+    server = args.server or os.environ.get("BOTCITY_SERVER")
+    login = args.login or os.environ.get("BOTCITY_LOGIN")
+    key = args.key or os.environ.get("BOTCITY_KEY")
+    if not (server or login or key):
+        return None
+    if not (server and login and key):
+        raise UsageError("give the Maestro server, login and key together (--server, --login, "
+                         "--key, or BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
+    import requests
+    from botcity.maestro import BotMaestroSDK
+
+    sdk = BotMaestroSDK(server, login, key)
+    try:
+        sdk.login()
+    except ValueError:
+        raise StoreError(f"BotCity Maestro at {server} refused the login {login!r}: check the "
+                         "login and key (Maestro > Dev. Environment).") from None
+    except requests.RequestException as exc:
+        raise StoreError(f"BotCity Maestro at {server} is unreachable "
+                         f"({type(exc).__name__}).") from None
+    return sdk
 
 
-def _refresh_secret(text: str | None) -> set[str]:
-    if not text:
-        return set()
-    return {e["secret"] for e in json.loads(text).get("RefreshToken", {}).values()}
+def _store_spec(spec: str, maestro: Any, key: str) -> Any:
+    """``file:PATH`` or ``maestro:LABEL`` as a token store."""
+    from ._maestro import MaestroVault
+    from .stores import FileTokenStore, MaestroTokenStore
+
+    kind, _, where = spec.partition(":")
+    if kind == "file" and where:
+        return FileTokenStore(where)
+    if kind == "maestro" and where:
+        if maestro is None:
+            raise UsageError(f"{spec} needs a Maestro connection (--server, --login, --key)")
+        return MaestroTokenStore(MaestroVault(maestro), where, key)
+    raise UsageError(f"{spec!r} is not file:PATH or maestro:LABEL")
 
 
-def demo(args: argparse.Namespace) -> int:
-    bot = Path(args.bot).resolve()
-    if not bot.is_file():
-        _say(f"error: the example bot {bot} does not exist. Run the demo from the project "
-             "folder (where bot_example/ is), or pass --bot PATH.", )
-        return EXIT_USAGE
-
+def _plugin(args: argparse.Namespace, maestro: Any, **extra: Any) -> Any:
     from .plugin import MS365CredentialsPlugin
-    from .sandbox import Sandbox
-    from .scopes import Scopes
 
-    _say("botcity-ms365 demo: a bot on a BotCity Runner uses Microsoft 365 with no person "
-         "at the machine.\nEverything runs on this machine against a local sandbox; nothing "
-         "reaches Microsoft or BotCity.")
-    with Sandbox() as sandbox:
-        os.environ.update(sandbox.client_env())
-        _step(1, "Started the sandbox:")
-        _say(f"Microsoft identity platform  {sandbox.authority_host}\n"
-             f"Microsoft Graph              {sandbox.graph_url}\n"
-             f"BotCity Maestro              {sandbox.maestro_url}", indent=4)
+    if maestro is not None and not (args.label or args.token_label):
+        raise UsageError("with Maestro, --label names the credential (client_id, "
+                         "client_secret and the token)")
+    return MS365CredentialsPlugin(
+        client_id=getattr(args, "client_id", None),
+        client_secret=os.environ.get("MS365_CLIENT_SECRET") if getattr(
+            args, "client_id", None) else None,
+        token_path=args.token_path, maestro=maestro, credential_label=args.label,
+        token_label=args.token_label, token_key=args.token_key, tenant_id=args.tenant_id,
+        **extra)
 
-        _step(2, f"An operator creates the Maestro credential '{DEMO_LABEL}' with the Azure "
-                 "app's client_id and client_secret.")
-        sandbox.put_app_credentials(DEMO_LABEL)
 
-        _step(3, "First authorization, once, on the developer's machine: a person opens the "
-                 "consent page and accepts\n    (here the sandbox plays the person).")
-        maestro = sandbox.maestro_sdk()
-        plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=DEMO_LABEL)
-        plugin.authenticate([Scopes.BASIC, Scopes.MAIL_READ], consent=sandbox.consent_redirect)
-        stored = sandbox.maestro.secret(DEMO_LABEL, "token") or ""
-        meta = json.loads(stored)["botcity"]
-        keys = [i["key"] for i in sandbox.maestro.credentials[DEMO_LABEL]]
-        _say(f"Signed in as {meta['account']}, permissions {', '.join(meta['permissions'])}.\n"
-             f"The token is in Maestro credential '{DEMO_LABEL}', key 'token' "
-             f"({len(stored)} bytes); the credential now holds: {', '.join(keys)}.", indent=4)
+def _countdown(quiet: bool) -> Callable[[float], None] | None:
+    """Show how long the sign-in is still awaited: in place on a terminal, else a line
+    every 30 s."""
+    if quiet:
+        return None
+    terminal = sys.stderr.isatty()
+    last = [0.0]
 
-        _step(4, "A Runner starts the bot, with the Maestro connection on its command line "
-                 "and nobody at the keyboard:")
-        sandbox.requests.clear()
-        task, output = _run_bot(sandbox, bot, args.timeout)
-        _say(output, indent=6)
-        identity = len(sandbox.requests("identity"))
-        _say(f"Task {task.id} finished {task.finish_status}: {task.finish_message}\n"
-             f"Requests to Microsoft's identity platform: {identity} (the stored access "
-             "token was still valid).", indent=4)
-        if task.finish_status != "SUCCESS":
-            return EXIT_FAILED
+    def tick(left: float) -> None:
+        now = time.monotonic()
+        text = f"waiting for the sign-in: {int(left) // 60}:{int(left) % 60:02d} left"
+        if terminal:
+            sys.stderr.write(f"\r{text} ")
+            sys.stderr.flush()
+        elif now - last[0] >= 30:
+            last[0] = now
+            _err(text)
 
-        _step(5, "An hour later the access token has expired; the Runner starts the bot "
-                 "again:")
-        before = sandbox.maestro.secret(DEMO_LABEL, "token")
-        sandbox.force_expiry()
-        sandbox.requests.clear()
-        task, output = _run_bot(sandbox, bot, args.timeout)
-        _say(output, indent=6)
-        refreshes = len(sandbox.token_requests("refresh_token"))
-        after = sandbox.maestro.secret(DEMO_LABEL, "token")
-        rotated = _refresh_secret(after) != _refresh_secret(before)
-        kept = sandbox.maestro.secret(DEMO_LABEL, "client_secret") == sandbox.app.secret
-        _say(f"Task {task.id} finished {task.finish_status}: {task.finish_message}\n"
-             f"Refreshes: {refreshes}. The rotated token was written back to Maestro: "
-             f"{'yes' if rotated else 'NO'}; client_id and client_secret unchanged: "
-             f"{'yes' if kept else 'NO'}.", indent=4)
-        if task.finish_status != "SUCCESS" or refreshes != 1 or not rotated or not kept:
-            return EXIT_FAILED
+    return tick
 
-    _say("\nDone: one consent, then every Runner run used (and renewed) the token from "
-         "Maestro on its own.")
+
+def _human_time(iso: str | None, *, future: bool) -> str:
+    if not iso:
+        return "unknown"
+    seconds = time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(
+        time.gmtime())
+    span = abs(seconds)
+    amount = (f"{span / 86400:.0f} days" if span >= 2 * 86400 else
+              f"{span / 3600:.0f} h" if span >= 2 * 3600 else f"{span / 60:.0f} min")
+    when = ("in " + amount) if seconds > 0 else (amount + " ago")
+    if future and seconds <= 0:
+        when = f"expired {amount} ago"
+    return f"{iso.replace('T', ' ').replace('Z', ' UTC')} ({when})"
+
+
+# -- commands -----------------------------------------------------------------------------
+def cmd_login(args: argparse.Namespace) -> int:
+    maestro = _maestro(args)
+    plugin = _plugin(args, maestro)
+    plugin.authenticate(args.scopes, consent=args.consent, force=args.force,
+                        progress=_countdown(args.quiet))
+    summary = plugin.token_store.summary()
+    if sys.stderr.isatty() and not args.quiet:
+        sys.stderr.write("\n")
+    _out(f"Signed in as {summary['account']}.")
+    if not args.quiet:
+        _out(f"Permissions granted: {', '.join(summary['permissions'])}.")
+    _out(f"Token stored in {plugin.token_store.location}.")
     return EXIT_OK
 
 
-def sandbox_command(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    from .scopes import resolve_permissions
+
+    maestro = _maestro(args)
+    if maestro is not None and not (args.label or args.token_label):
+        raise UsageError("with Maestro, --label names the credential that holds the token")
+    spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
+            else f"file:{args.token_path or '.'}")
+    store = _store_spec(spec, maestro, args.token_key)
+    report: dict[str, Any] = {"store": store.location, "found": store.load_token()}
+    problems: list[str] = []
+    if not report["found"]:
+        problems.append(f"no token is stored in {store.location}")
+    else:
+        if args.check:
+            plugin = _plugin(args, maestro)
+            try:
+                plugin.ms365_account.con.refresh_token()
+                report["check"] = "the refresh token works; the rotated token was saved"
+            except AuthorizationRequired as exc:
+                report["check"] = f"rejected by Microsoft ({exc.code or exc.error})"
+                problems.append(str(exc))
+            store = plugin.token_store
+        report.update(store.summary())
+        report.pop("format", None)
+        report.pop("saved_at", None)
+        if args.scopes:
+            wanted = resolve_permissions(args.scopes)
+            report["requested"] = sorted(wanted)
+            report["missing"] = sorted(wanted - set(report["permissions"]))
+            if report["missing"]:
+                problems.append("the token lacks " + ", ".join(report["missing"]))
+    report["ok"] = not problems
+    if args.json:
+        _out(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+    for problem in problems:
+        _err(f"problem: {problem}")
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    _out(f"Token:          {report['store']}")
+    if not report["found"]:
+        _out("                (none)")
+        return
+    expires = report.get("access_token_expires_on")
+    expires_iso = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if expires
+                   else None)
+    _out(f"Account:        {report['account']}")
+    _out(f"Permissions:    {', '.join(report['permissions']) or '(none)'}")
+    _out(f"Access token:   expires {_human_time(expires_iso, future=True)}")
+    if report["has_refresh_token"]:
+        _out(f"Refresh token:  last rotated {_human_time(report['refresh_token_rotated_at'], future=False)}")  # noqa: E501
+        _out(f"                dies if unused after "
+             f"{_human_time(report['refresh_token_unused_until'], future=True)}")
+    else:
+        _out("Refresh token:  none (a person must sign in again when the access token expires)")
+    _out(f"Client:         {report['client']}")
+    if "requested" in report:
+        covered = "all covered" if not report["missing"] else (
+            "missing " + ", ".join(report["missing"]))
+        _out(f"Requested:      {', '.join(report['requested'])}: {covered}")
+    if "check" in report:
+        _out(f"Check:          {report['check']}")
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    maestro = _maestro(args)
+    if maestro is not None and not (args.label or args.token_label):
+        raise UsageError("with Maestro, --label names the credential that holds the token")
+    spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
+            else f"file:{args.token_path or '.'}")
+    store = _store_spec(spec, maestro, args.token_key)
+    if not store.check_token():
+        _out(f"No token was stored in {store.location}.")
+        return EXIT_OK
+    store.delete_token()
+    kept = "; the credential's other keys stay" if maestro is not None else ""
+    _out(f"Removed the token from {store.location}{kept}.")
+    return EXIT_OK
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    needs_maestro = "maestro:" in args.source + args.target
+    maestro = _maestro(args) if needs_maestro else None
+    source = _store_spec(args.source, maestro, args.token_key)
+    target = _store_spec(args.target, maestro, args.token_key)
+    summary = source.copy_to(target)
+    _out(f"Copied the token of {summary['account']} ({', '.join(summary['permissions'])}) "
+         f"from {source.location} to {target.location}.")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import _o365
+    from .scopes import RESERVED, permission_name
+    from .stores import FileTokenStore
+
+    path = Path(args.path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path} does not exist.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise StoreError(f"{path} is not an O365 token file (not JSON).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("refresh_token"), str):
+        if isinstance(data, dict) and ("RefreshToken" in data or "AccessToken" in data):
+            _out(f"{path} is already in the current format; nothing to do.")
+            return EXIT_OK
+        raise StoreError(f"{path} is not an O365 1.x token file (it has no refresh_token).")
+    scope = data.get("scope") or []
+    scopes = scope.split() if isinstance(scope, str) else [str(s) for s in scope]
+    permissions = frozenset(permission_name(s) for s in scopes) - RESERVED
+
+    backup = path.with_name(path.name + ".1x-backup")
+    if backup.exists():
+        backup = path.with_name(f"{path.name}.1x-backup-{int(time.time())}")
+    FileTokenStore(backup)._write(path.read_text(encoding="utf-8"))
+    args.token_path = str(path)
+    plugin = _plugin(args, _maestro(args) if args.label else None)
+    try:
+        username = _o365.redeem_refresh_token(plugin.ms365_account, data["refresh_token"],
+                                              permissions)
+    except MS365CredentialsError as exc:
+        raise type(exc)(f"{exc} {path} is unchanged (a copy is in {backup}).") from None
+    summary = plugin.token_store.summary()
+    _out(f"Migrated {path} to the current format: {username}, "
+         f"{', '.join(summary['permissions'])}. The old file is kept as {backup}.")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .sandbox.demo import run_demo
+
+    return run_demo(args.bot, args.timeout)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import Sandbox
 
     with Sandbox() as sandbox:
-        sandbox.put_app_credentials(DEMO_LABEL)
-        _say("Sandbox running. For a bot on this machine, set:")
-        for key, value in sandbox.client_env().items():
-            _say(f"export {key}={value}", indent=2)
-        _say(f"\nMaestro: server {sandbox.maestro_url}  login {sandbox.maestro.login}  "
-             f"key {sandbox.maestro.key}\n(these are throwaway sandbox values)\n"
-             f"Maestro credential '{DEMO_LABEL}' holds the sandbox app's client_id and "
-             f"client_secret.\nStops after {args.minutes} minutes or on Ctrl+C.")
+        sandbox.put_app_credentials("ms365")
+        _out("Sandbox running. For a bot or botcity-ms365 on this machine, set:")
+        env = {**sandbox.client_env(), "BOTCITY_SERVER": sandbox.maestro_url,
+               "BOTCITY_LOGIN": sandbox.maestro.login, "BOTCITY_KEY": sandbox.maestro.key}
+        for key, value in env.items():
+            _out(f"  export {key}={value}")
+        _out("(throwaway sandbox values). Maestro credential 'ms365' holds the sandbox app's "
+             f"client_id and client_secret.\nStops after {args.minutes:g} minutes or on "
+             "Ctrl+C.")
         try:
             time.sleep(args.minutes * 60)
         except KeyboardInterrupt:
@@ -147,46 +307,121 @@ def sandbox_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("where the token lives")
+    group.add_argument("--server", help="Maestro server (or BOTCITY_SERVER)")
+    group.add_argument("--login", help="Maestro login (or BOTCITY_LOGIN)")
+    group.add_argument("--key", help="Maestro key (or BOTCITY_KEY, better: not in the "
+                       "process list)")
+    group.add_argument("--label", help="Maestro credential with client_id, client_secret "
+                       "(and the token)")
+    group.add_argument("--token-label", help="Maestro credential of the token (default: "
+                       "--label)")
+    group.add_argument("--token-key", default="token", help="key of the token (default: "
+                       "%(default)s)")
+    group.add_argument("--token-path", default="", help="token file or folder, without "
+                       "Maestro (default: ./o365_token.txt)")
+    app = argparse.ArgumentParser(add_help=False)
+    app_group = app.add_argument_group("the Azure app (without Maestro)")
+    app_group.add_argument("--client-id", help="client id (the secret comes from "
+                           "MS365_CLIENT_SECRET); default: MS365_CLIENT_ID")
+    app_group.add_argument("--tenant-id", help="tenant (default: common or MS365_TENANT_ID)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true",
+                       help="print only the result (for scripts)")
+
     parser = argparse.ArgumentParser(
         prog="botcity-ms365",
-        description="Microsoft 365 credentials for BotCity bots.",
-    )
+        description="Authorize, inspect and move the Microsoft 365 token of BotCity bots.",
+        epilog="Exit codes: 0 success, 1 a failure the message explains, 2 usage error.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
+    login = commands.add_parser(
+        "login", parents=[connection, app, quiet], help="sign in once and store the token",
+        description="A person signs in to Microsoft 365 and consents; the token is stored "
+        "in Maestro (or the token file) for every Runner.")
+    login.add_argument("--scopes", nargs="+", default=["basic"], metavar="SCOPE",
+                       help="Scopes names (mail_read_write, files_read_write_all, ...) or "
+                       "Graph permissions (Calendars.ReadWrite); default: basic")
+    login.add_argument("--consent", choices=["console", "browser", "device_code"],
+                       default="console", help="how to sign in (default: %(default)s)")
+    login.add_argument("--force", action="store_true",
+                       help="sign in again even if a usable token is stored")
+    login.set_defaults(func=cmd_login)
+
+    status = commands.add_parser(
+        "status", parents=[connection, app], help="is the stored token still good, and for what",
+        description="Show the stored token (account, permissions, expiry, rotation) without "
+        "contacting Microsoft; --check refreshes once to prove it still works. Exit 1 when "
+        "the token is missing, dead or lacks --scopes.")
+    status.add_argument("--scopes", nargs="+", metavar="SCOPE",
+                        help="permissions the bot needs: are they covered?")
+    status.add_argument("--check", action="store_true",
+                        help="refresh once (writes the rotated token back)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    logout = commands.add_parser(
+        "logout", parents=[connection], help="remove the stored token",
+        description="Remove the token (only its key: client_id and client_secret stay).")
+    logout.set_defaults(func=cmd_logout)
+
+    copy = commands.add_parser(
+        "copy", parents=[connection], help="copy a token between stores",
+        description="Copy a token, checked and unchanged, for example a token authorized "
+        "on your machine to the Maestro credential the Runners read.")
+    copy.add_argument("--from", dest="source", required=True, metavar="file:PATH|maestro:LABEL")
+    copy.add_argument("--to", dest="target", required=True, metavar="file:PATH|maestro:LABEL")
+    copy.set_defaults(func=cmd_copy)
+
+    migrate = commands.add_parser(
+        "migrate", parents=[connection, app], help="convert an O365 1.x token file",
+        description="Convert an O365 1.x token file ({access_token, refresh_token, ...}), "
+        "which O365 2.1 cannot load, to the current format by redeeming its refresh token. "
+        "A backup is written first.")
+    migrate.add_argument("path", help="the O365 1.x token file")
+    migrate.set_defaults(func=cmd_migrate)
+
+    demo = commands.add_parser(
         "demo", help="walk through first authorization, a Runner run and a refresh, "
         "against a local sandbox",
         description="Start a local Microsoft identity platform, Graph and Maestro; "
         "authorize once; run the example bot as a Runner does; expire the token and "
         "run it again.")
-    run.add_argument("--bot", default="bot_example/bot.py",
-                     help="the bot to run (default: %(default)s)")
-    run.add_argument("--timeout", type=float, default=120.0,
-                     help="seconds a bot run may take (default: %(default)s)")
-    run.set_defaults(func=demo)
+    demo.add_argument("--bot", default="bot_example/bot.py",
+                      help="the bot to run (default: %(default)s)")
+    demo.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds a bot run may take (default: %(default)s)")
+    demo.set_defaults(func=cmd_demo)
 
     box = commands.add_parser(
         "sandbox", help="run the local Microsoft and Maestro sandbox for a while",
         description="Run the sandbox servers and print how to point a bot at them.")
     box.add_argument("--minutes", type=float, default=60.0,
                      help="stop after this many minutes (default: %(default)s)")
-    box.set_defaults(func=sandbox_command)
+    box.set_defaults(func=cmd_sandbox)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .errors import MS365CredentialsError
+    import subprocess
 
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        _err(f"botcity-ms365: error: {exc}")
+        return EXIT_USAGE
     except MS365CredentialsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _err(f"error: {exc}")
         return EXIT_FAILED
     except subprocess.TimeoutExpired as exc:
-        print(f"error: the bot did not finish within {exc.timeout} s", file=sys.stderr)
+        _err(f"error: the bot did not finish within {exc.timeout} s")
         return EXIT_FAILED

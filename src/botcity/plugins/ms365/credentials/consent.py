@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import webbrowser
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -248,9 +249,15 @@ class RedirectListener:
         self._thread.join(timeout=2)
         self._server.server_close()
 
-    def wait(self, state: str, timeout: float) -> dict[str, str]:
+    def wait(self, state: str, timeout: float,
+             tick: Callable[[float], None] | None = None) -> dict[str, str]:
         self.state = state
-        if not self._done.wait(timeout):
+        end = time.monotonic() + timeout
+        while not self._done.is_set() and (left := end - time.monotonic()) > 0:
+            if tick is not None:
+                tick(left)
+            self._done.wait(min(1.0, left))
+        if not self._done.is_set():
             raise AuthorizationError(
                 f"No sign-in reached {self.redirect_uri} within {timeout:.0f} s. Open the URL "
                 "shown above in a browser on this machine, or choose consent='device_code' "
@@ -284,9 +291,11 @@ def obtain(
     timeout: float,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
+    tick: Callable[[float], None] | None = None,
 ) -> str:
     """Have a person consent to ``permissions`` in the way ``mode`` names; store the token;
-    return the signed-in user's name."""
+    return the signed-in user's name. ``tick(seconds_left)`` is called about once a
+    second while the browser or device-code way waits (the CLI shows a countdown)."""
     out = stdout or sys.stdout
     if mode == "device_code":
         flow = _o365.start_device_flow(account, permissions)
@@ -296,7 +305,7 @@ def obtain(
         out.write(f"\n{message}\nWaiting for the sign-in...\n")
         out.flush()
         notify("Microsoft 365 sign-in needed", message)
-        return _o365.finish_device_flow(account, flow, timeout)
+        return _o365.finish_device_flow(account, flow, timeout, tick)
     if mode == "browser":
         with RedirectListener() as listener:
             url, flow, redirect_uri = _o365.authorization_url(
@@ -305,7 +314,7 @@ def obtain(
                       f"open, visit:\n\n{url}\n\nWaiting up to {timeout:.0f} s...\n")
             out.flush()
             _open_browser(url)
-            answer = listener.wait(flow["state"], timeout)
+            answer = listener.wait(flow["state"], timeout, tick)
         return _o365.redeem_code(account, flow, answer)
     url, flow, redirect_uri = _o365.authorization_url(account, permissions)
     if callable(mode):

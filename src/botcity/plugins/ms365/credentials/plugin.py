@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,7 +116,7 @@ class MS365CredentialsPlugin:
             self._store = MaestroTokenStore(self._vault, token_label, token_key)
         else:
             self._store = FileTokenStore(token_path)
-        self._label = token_label
+        self._credential_label = credential_label
         self._consent = consent
         self._timeout = consent_timeout(environ)
         self._account = _o365.build_account(
@@ -159,17 +159,29 @@ class MS365CredentialsPlugin:
             return False
         return True
 
+    @property
+    def token_store(self) -> TokenStore:
+        """The store the token lives in (an O365 token backend); its ``location`` says
+        where, without secrets."""
+        return self._store
+
     def authenticate(
         self,
         scopes: Iterable[Scopes | str] | Scopes | str | None = None,
         consent: str | ConsentHandler | None = None,
+        *,
+        force: bool = False,
+        progress: Callable[[float], None] | None = None,
     ) -> None:
         """Make sure a token with ``scopes`` (default: ``Scopes.BASIC``) is stored.
 
-        With a usable token that covers ``scopes`` nothing is asked. Otherwise a person
+        With a usable token that covers ``scopes`` nothing is asked (unless ``force``:
+        consent again, for example to sign in another account). Otherwise a person
         consents (to the stored permissions plus the new ones), or, when nobody can,
         :class:`AuthorizationRequired` says what is missing and how to fix it (and, with
-        Maestro connected, one Maestro alert tells the operator).
+        Maestro connected, one Maestro alert tells the operator). ``progress`` is called
+        about once a second with the seconds left while a browser or device-code
+        sign-in is awaited.
 
         App-only (``auth_flow="app"``): gets an app token; ``scopes`` do not apply, the
         app's application permissions are set in its Azure registration.
@@ -182,7 +194,7 @@ class MS365CredentialsPlugin:
         try:
             self._ensure_usable()
             missing = wanted - _o365.granted_permissions(self._account)
-            if not missing:
+            if not missing and not force:
                 return
             problem = "lacks the permissions " + ", ".join(sorted(missing)) + "."
         except AuthorizationRequired as exc:
@@ -196,10 +208,8 @@ class MS365CredentialsPlugin:
             error = AuthorizationRequired(
                 f"No usable Microsoft 365 token: the token in {self._store.location} "
                 f"{problem} Nobody is here to consent (unattended run). A person must "
-                "authorize once: run the bot on a machine with someone at the keyboard "
-                f"(consent='console'), with the same "
-                f"{'Maestro credential' if self._label else 'token file'}, asking for: "
-                f"{', '.join(sorted(permissions))}.",
+                "authorize once, on a machine with a browser: "
+                f"{self._login_command(permissions)}",
                 missing_permissions=tuple(sorted(missing)),
                 error=cause.error if cause else None,
                 code=cause.code if cause else None,
@@ -209,11 +219,26 @@ class MS365CredentialsPlugin:
             raise error
         log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
         username = obtain(mode, self._account, permissions, notify=self._notify,
-                          timeout=self._timeout)
+                          timeout=self._timeout, tick=progress)
         log.info("Authorized %s; token saved to %s", username or "the user",
                  self._store.location)
 
     # -- internals --------------------------------------------------------------------
+    def _login_command(self, permissions: frozenset[str]) -> str:
+        scopes = " ".join(sorted(permissions))
+        if isinstance(self._store, MaestroTokenStore):
+            where = f"--label {self._credential_label or self._store.label}"
+            if self._store.label != (self._credential_label or self._store.label):
+                where += f" --token-label {self._store.label}"
+            if self._store.key != "token":
+                where += f" --token-key {self._store.key}"
+            then = ("(with BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace "
+                    "set)")
+        else:
+            where = f"--token-path {getattr(self._store, 'path', '.')}"
+            then = "(with MS365_CLIENT_ID and MS365_CLIENT_SECRET set)"
+        return f"botcity-ms365 login {where} --scopes {scopes} {then}."
+
     def _notify(self, title: str, message: str, *, error: bool = False, once: str = "") -> None:
         if self._vault is not None:
             self._vault.alert(title, message, error=error, once=once)

@@ -59,7 +59,8 @@ def parse_token(text: str | bytes, where: str, fix: str = "remove it") -> dict[s
     if "access_token" in data or "refresh_token" in data:
         raise TokenFormatError(
             f"The token in {where} is in the O365 1.x format, which O365 2.1 cannot load. "
-            f"{then}"
+            "It was left as it is: convert it with 'botcity-ms365 migrate' (a token file), "
+            f"or {fix} and authorize again."
         )
     if not any(section in data for section in _SECTIONS):
         raise TokenFormatError(
@@ -76,14 +77,30 @@ def parse_token(text: str | bytes, where: str, fix: str = "remove it") -> dict[s
     return data
 
 
-def _metadata(cache: dict[str, Any], client_type: str) -> dict[str, Any]:
+#: Azure AD ends a refresh token after this many days without use.
+REFRESH_TOKEN_INACTIVITY_DAYS = 90
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                      time.gmtime(seconds))
+
+
+def _times(entries: list[dict[str, Any]], field: str) -> list[int]:
+    return [int(e[field]) for e in entries if str(e.get(field, "")).isdigit()]
+
+
+def summarize(cache: dict[str, Any], client_type: str = "confidential") -> dict[str, Any]:
+    """What an operator wants to know about a token, without any secret: the stored
+    ``botcity`` entry, and what ``botcity-ms365 status`` shows."""
     accounts = list(cache.get("Account", {}).values())
     refresh = list(cache.get("RefreshToken", {}).values())
     access = list(cache.get("AccessToken", {}).values())
-    expires = [int(a["expires_on"]) for a in access if str(a.get("expires_on", "")).isdigit()]
+    expires = _times(access, "expires_on")
+    rotated = _times(refresh, "last_modification_time")
     return {
         "format": 1,
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "saved_at": _iso(time.time()),
         "account": accounts[0].get("username") if accounts else None,
         "permissions": sorted({
             permission_name(scope)
@@ -91,6 +108,10 @@ def _metadata(cache: dict[str, Any], client_type: str) -> dict[str, Any]:
             for scope in str(entry.get("target", "")).split()
         } - RESERVED),
         "access_token_expires_on": max(expires) if expires else None,
+        "has_refresh_token": bool(refresh),
+        "refresh_token_rotated_at": _iso(max(rotated)) if rotated else None,
+        "refresh_token_unused_until": _iso(
+            max(rotated) + REFRESH_TOKEN_INACTIVITY_DAYS * 86400) if rotated else None,
         "client": client_type,
     }
 
@@ -123,7 +144,7 @@ class TokenStore(BaseTokenBackend):
         with self._lock:
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
-            meta = _metadata(cache, self.client_type)
+            meta = summarize(cache, self.client_type)
             return json.dumps({**cache, META_KEY: meta}, separators=(",", ":"))
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
@@ -165,6 +186,20 @@ class TokenStore(BaseTokenBackend):
     def check_token(self) -> bool:
         text = self._read()
         return bool(text and text.strip())
+
+    # -- for operators (the CLI) ------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What is known about the loaded token, without secrets (see :func:`summarize`)."""
+        return summarize(self._cache, self.client_type)
+
+    def copy_to(self, other: TokenStore) -> dict[str, Any]:
+        """Write this store's token, checked and as it is, to ``other``; return its summary."""
+        text = self._read()
+        if not text or not text.strip():
+            raise StoreError(f"There is no token in {self.location} to copy.")
+        cache = self.deserialize(text)
+        other._write(text)
+        return summarize(cache, self.client_type)
 
 
 class FileTokenStore(TokenStore):

@@ -336,6 +336,9 @@ class IdentityService(Service):
             return aad_error("invalid_grant", code, text)
         scopes = form.get("scope", "").split()
         asked = frozenset(permission_name(s) for s in scopes) - RESERVED
+        if asked == {".default"}:  # everything consented so far
+            asked = old.permissions
+            scopes = [s for s in scopes if s in RESERVED] + sorted(asked)
         if not asked <= old.permissions:
             return aad_error("invalid_grant", "AADSTS65001", "The user or administrator has "
                              "not consented to use the application with ID "

@@ -2,23 +2,26 @@
 
 This is the only module that calls the SDK. A credential set (a *label*) is read in one
 request, the SDK's by-label read, and kept: the app's client id/secret and the token
-usually live in the same set, so a bot's start costs one Maestro request. Writes go
-through the SDK's public ``update_credential``/``create_credential``, which rewrite the
-set from a fresh read, so the other keys of the set (client_id, client_secret) survive.
+usually live in the same set, so a bot's start costs one Maestro request. A write sends
+the whole set back with one key changed, based on a read a moment old, so the other keys
+of the set (client_id, client_secret) survive.
 
 Every failure becomes a :class:`~.errors.StoreError` naming the server, the label and
-what to check; the Maestro access token never appears in a message.
+what to check (:class:`~.errors.StoreUnavailable` when Maestro is down or failing); the
+Maestro access token never appears in a message. Besides the by-label read, writes use
+the SDK's by-label edit, also private: both are checked by ``tests/test_stores.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import requests
 
-from .errors import ConfigurationError, StoreError
+from .errors import ConfigurationError, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +49,20 @@ def _version_tuple(version: str | None) -> tuple[int, ...]:
 
 
 class MaestroVault:
-    """Credential sets of one connected ``BotMaestroSDK``."""
+    """Credential sets of one connected ``BotMaestroSDK``.
+
+    Reads are kept: ``read(label)`` answers from the last read unless it is older than
+    ``max_age`` seconds. A write changes one key of the set as it was read at most
+    :data:`WRITE_BASE_AGE` seconds before (reading it again if older), so the other keys,
+    and the fields Maestro keeps with each, are written back as they are."""
+
+    #: How old the read a write is based on may be.
+    WRITE_BASE_AGE = 2.0
 
     def __init__(self, maestro: Any) -> None:
         self._sdk = maestro
-        self._sets: dict[str, dict[str, str] | None] = {}
+        self._sets: dict[str, list[dict[str, Any]] | None] = {}
+        self._read_at: dict[str, float] = {}
 
     @property
     def server(self) -> str:
@@ -68,85 +80,105 @@ class MaestroVault:
                         "the Runner's task is still running) and that this workspace may use "
                         f"credential '{label}'")
             else:
-                hint = f"Maestro answered HTTP {status}; try again, or check Maestro's health"
+                return StoreUnavailable(
+                    f"Could not {action} credential '{label}' in {where}: Maestro answered "
+                    f"HTTP {status}; try again, or check Maestro's health.")
             return StoreError(f"Could not {action} credential '{label}' in {where}: {hint}.")
         if isinstance(exc, requests.Timeout):
-            return StoreError(
+            return StoreUnavailable(
                 f"Could not {action} credential '{label}': {where} did not answer in "
                 f"{getattr(self._sdk, 'timeout', '?')} s."
             )
         if isinstance(exc, requests.ConnectionError):
-            return StoreError(f"Could not {action} credential '{label}': {where} is unreachable.")
+            return StoreUnavailable(
+                f"Could not {action} credential '{label}': {where} is unreachable.")
         if isinstance(exc, ValueError):  # an answer that is not a credential set
             return StoreError(
                 f"Could not {action} credential '{label}': {where} answered something that "
                 "is not a credential set."
             )
+        if isinstance(exc, RuntimeError):  # the SDK's own checks (version, login)
+            return StoreError(f"Could not {action} credential '{label}' in {where}: {exc}")
         return StoreError(f"Could not {action} credential '{label}' in {where}: "
                           f"{type(exc).__name__}.")
 
-    def read(self, label: str, *, fresh: bool = False) -> dict[str, str] | None:
-        """The keys and values of ``label``, or None when the label does not exist."""
+    def _secrets(self, label: str, max_age: float | None) -> list[dict[str, Any]] | None:
         check_name("label", label)
-        if not fresh and label in self._sets:
+        cached = label in self._sets
+        if cached and (max_age is None or time.monotonic() - self._read_at[label] <= max_age):
             return self._sets[label]
         try:
             data = self._sdk._get_credential_by_label(label, raise_exception=True)
         except requests.HTTPError as exc:
             if exc.response is not None and exc.response.status_code == 404:
-                self._sets[label] = None
-                return None
-            raise self._fail("read", label, exc) from None
+                data = None
+            else:
+                raise self._fail("read", label, exc) from None
         except (requests.RequestException, ValueError) as exc:
             raise self._fail("read", label, exc) from None
-        if not isinstance(data, dict) or not isinstance(data.get("secrets"), list):
+        if data is not None and (not isinstance(data, dict)
+                                 or not isinstance(data.get("secrets"), list)):
             raise self._fail("read", label, ValueError())
-        values = {
-            str(item.get("key")): "" if item.get("value") is None else str(item.get("value"))
-            for item in data["secrets"]
+        secrets = None if data is None else [
+            dict(item) for item in data["secrets"]
             if isinstance(item, dict) and item.get("key") is not None
-        }
-        self._sets[label] = values
-        return values
+        ]
+        self._sets[label] = secrets
+        self._read_at[label] = time.monotonic()
+        return secrets
+
+    def read(self, label: str, *, max_age: float | None = None) -> dict[str, str] | None:
+        """The keys and values of ``label`` (None when the label does not exist), from a
+        read at most ``max_age`` seconds old (``None``: any earlier read will do)."""
+        secrets = self._secrets(label, max_age)
+        if secrets is None:
+            return None
+        return {str(item["key"]): "" if item.get("value") is None else str(item["value"])
+                for item in secrets}
 
     def write(self, label: str, key: str, value: str) -> None:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and
         leaving every other key of the set as it is."""
-        check_name("label", label)
         check_name("key", key)
-        known = self._sets.get(label) if label in self._sets else self.read(label)
+        secrets = self._secrets(label, self.WRITE_BASE_AGE)
         try:
-            if known is not None and key in known:
-                if _version_tuple(getattr(self._sdk, "version", None)) < (3, 0, 0):
+            if secrets is None:
+                self._sdk._create_credential_by_label(
+                    label, [{"key": key, "value": value, "valid": True}])
+                secrets = []
+            elif _version_tuple(getattr(self._sdk, "version", None)) < (3, 0, 0):
+                if any(item.get("key") == key for item in secrets):
                     raise StoreError(
                         f"BotCity Maestro at {self.server} is version {self._sdk.version}; "
                         "changing an existing credential key needs Maestro 3.0.0 or newer. "
                         f"Upgrade Maestro, or delete key '{key}' of credential '{label}' "
                         "so the plugin can add it again."
                     )
-                try:
-                    self._sdk.update_credential(label, key, value)
-                except ValueError as exc:  # the key was removed meanwhile
-                    if "does not exist" not in str(exc):
-                        raise
-                    self._sdk.create_credential(label, key, value)
-            else:
                 self._sdk.create_credential(label, key, value)
+            else:
+                edited = [dict(item) for item in secrets]
+                for item in edited:
+                    if item.get("key") == key:
+                        item["value"] = value
+                        break
+                else:
+                    edited.append({"key": key, "value": value, "valid": True})
+                try:
+                    self._sdk._edit_credential_by_label(label, edited)
+                except requests.HTTPError as exc:
+                    if exc.response is None or exc.response.status_code != 404:
+                        raise
+                    # the label was deleted since it was read: create it with this key
+                    self._sdk._create_credential_by_label(
+                        label, [{"key": key, "value": value, "valid": True}])
+                    secrets = []
         except StoreError:
             raise
-        except requests.HTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 404:
-                # the label vanished between read and write: create it anew
-                try:
-                    self._sdk.create_credential(label, key, value)
-                except (requests.RequestException, ValueError, RuntimeError) as again:
-                    raise self._fail("write", label, again) from None
-            else:
-                raise self._fail("write", label, exc) from None
         except (requests.RequestException, ValueError, RuntimeError) as exc:
+            self._sets.pop(label, None)  # what Maestro holds now is unknown
             raise self._fail("write", label, exc) from None
-        current = self._sets.get(label) or {}
-        self._sets[label] = {**current, key: value}
+        changed = [item for item in secrets if item.get("key") != key]
+        self._sets[label] = [*changed, {"key": key, "value": value, "valid": True}]
         log.debug("Wrote key %r of Maestro credential %r", key, label)
 
     def alert(self, title: str, message: str, *, error: bool = False, once: str = "") -> bool:
@@ -179,5 +211,4 @@ class MaestroVault:
                 raise self._fail("remove a key of", label, exc) from None
         except (requests.RequestException, RuntimeError) as exc:
             raise self._fail("remove a key of", label, exc) from None
-        if self._sets.get(label):
-            self._sets[label] = {k: v for k, v in (self._sets[label] or {}).items() if k != key}
+        self._sets.pop(label, None)  # read again when next asked

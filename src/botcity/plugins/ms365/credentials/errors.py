@@ -4,7 +4,9 @@ differently. Messages name what was wrong and what to do; they never hold a secr
     MS365CredentialsError
     ├── ConfigurationError      arguments, labels or app credentials are missing or wrong
     ├── StoreError              Maestro or the token file could not be read or written
+    │   ├── StoreUnavailable    ... because Maestro is unreachable or failing (try later)
     │   └── TokenFormatError    the stored token is not one this plugin can load
+    ├── ServiceUnavailable      Microsoft's identity platform throttled or failed too long
     └── AuthorizationError      Microsoft refused (wrong secret, refused consent, ...)
         └── AuthorizationRequired   a person must sign in and consent before the bot can go on
 """
@@ -50,6 +52,15 @@ class ConfigurationError(MS365CredentialsError):
 
 class StoreError(MS365CredentialsError):
     """A credential or token store (BotCity Maestro, a local file) failed."""
+
+
+class StoreUnavailable(StoreError):
+    """Maestro did not answer, or answered 5xx: a passing problem, not a setting."""
+
+
+class ServiceUnavailable(MS365CredentialsError):
+    """Microsoft's identity platform answered 429 or 5xx (or was unreachable) for longer
+    than the retry budget (``MS365_RETRY_SECONDS``)."""
 
 
 class TokenFormatError(StoreError):

@@ -1,0 +1,83 @@
+"""HTTP to Microsoft's identity platform, with bounded retries.
+
+msal takes this session as its ``http_client`` (a documented msal parameter). A 429 or
+5xx answer, or a connection that fails, is retried after the ``Retry-After`` the server
+asked for (else an exponential backoff with jitter) until ``budget`` seconds have gone;
+then msal gets the last answer and the plugin raises ``ServiceUnavailable``. Retrying
+here, below msal, also keeps msal's memory of failed requests (which answers an
+identical request from cache for up to a minute) from hiding a recovered server.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_BUDGET = 60.0
+DEFAULT_TIMEOUT = 30.0
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After``: seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class RetryingSession(requests.Session):
+    """A requests session that retries throttled and failed calls within ``budget`` s."""
+
+    def __init__(self, budget: float = DEFAULT_BUDGET) -> None:
+        super().__init__()
+        self.budget = budget
+        #: What the last call ended with after its retries: a status, or an error name.
+        self.gave_up: str | None = None
+        self.retries = 0
+
+    def request(self, method: str | bytes, url: str | bytes,
+                *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        start = time.monotonic()
+        self.gave_up = None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+                if time.monotonic() - start + wait > self.budget:
+                    self.gave_up = type(exc).__name__
+                    raise
+                log.warning("Microsoft's identity platform is unreachable (%s); retrying in "
+                            "%.1f s", type(exc).__name__, wait)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                asked = retry_after(response)
+                wait = asked if asked is not None else min(8.0, 0.5 * 2 ** (attempt - 1)) * (
+                    random.uniform(0.8, 1.2))  # noqa: S311
+                if time.monotonic() - start + wait > self.budget:
+                    self.gave_up = f"HTTP {response.status_code}"
+                    return response
+                log.warning("Microsoft's identity platform answered HTTP %d; retrying in "
+                            "%.1f s", response.status_code, wait)
+            self.retries += 1
+            time.sleep(wait)

@@ -32,6 +32,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox
                  "BOTCITY_SERVER", "BOTCITY_LOGIN", "BOTCITY_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MS365_FALLBACK_DIR", str(tmp_path / "fallback"))
     with Sandbox() as sbx:
         for key, value in sbx.client_env().items():
             monkeypatch.setenv(key, value)
@@ -47,6 +48,7 @@ def maestro(sandbox: Sandbox):
 def bot_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
     env.update(sandbox.client_env())
+    env["MS365_FALLBACK_DIR"] = os.environ["MS365_FALLBACK_DIR"]
     env.update(extra)
     return env
 

@@ -19,6 +19,7 @@ What it changes, and why:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -26,17 +27,28 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from msal import ConfidentialClientApplication, PublicClientApplication
 from O365 import Account
 from O365.connection import Connection, MSGraphProtocol
 
-from .errors import AADSTS_MEANINGS, AuthorizationError, AuthorizationRequired, aadsts_code
+from ._transport import DEFAULT_BUDGET, RetryingSession
+from .errors import (
+    AADSTS_MEANINGS,
+    AuthorizationError,
+    AuthorizationRequired,
+    ConfigurationError,
+    ServiceUnavailable,
+    StoreUnavailable,
+    aadsts_code,
+)
 from .scopes import RESERVED, permission_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+ENV_RETRY_SECONDS = "MS365_RETRY_SECONDS"
 
 # -- log redaction ---------------------------------------------------------------------
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token", "client_secret", "code",
@@ -146,25 +158,32 @@ class PluginConnection(Connection):
         #: Set when Microsoft rejected the refresh token: it is dead until a new consent.
         self.rejected: AuthorizationRequired | None = None
         self._built_for: str | None = None
+        #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
+        self.retry_budget = retry_budget()
+        self._transports: dict[int, RetryingSession] = {}
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
 
     def build_msal_client(self, client_type: str) -> Any:
+        transport = RetryingSession(self.retry_budget)
+        transport.verify = self.verify_ssl
+        transport.proxies = self.proxy
         options: dict[str, Any] = {
+            "http_client": transport,
             "client_id": self.auth[0],
             "authority": self._msal_authority,
             "token_cache": self.token_backend,
-            "proxies": self.proxy,
-            "verify": self.verify_ssl,
-            "timeout": self.timeout,
             # msal validates only Microsoft's own hosts; any other is taken as given
             "instance_discovery": None if self.authority_host == DEFAULT_AUTHORITY_HOST
             else False,
         }
         if client_type == "public":
-            return PublicClientApplication(**options)
-        return ConfidentialClientApplication(client_credential=self.auth[1], **options)
+            client = PublicClientApplication(**options)
+        else:
+            client = ConfidentialClientApplication(client_credential=self.auth[1], **options)
+        self._transports[id(client)] = transport
+        return client
 
     @property
     def msal_client(self) -> Any:
@@ -174,17 +193,41 @@ class PluginConnection(Connection):
             self._built_for = client_type
         return self._msal_client
 
+    def renew(self) -> None:
+        """Get a usable access token: from another process through the store when one
+        already refreshed it, else by refreshing (see ``coordination.py``)."""
+        if self.token_backend.should_refresh_token(self, username=self.username):
+            self.refresh_token()
+        elif self.session is not None:
+            self.update_session_auth_header()
+
     def refresh_token(self) -> bool:
         """Get a new access token (and rotated refresh token) and save it to the store.
         App-only connections ask for a new token with the client credentials."""
         log.debug("Refreshing the access token")
+        try:
+            return self._refresh()
+        except Exception:
+            release = getattr(self.token_backend, "release_lease", None)
+            if release is not None:
+                release()
+            raise
+
+    def _refresh(self) -> bool:
         if self.session is None:
             self.session = self.get_session(load_token=True)
+        confidential = self._client_type() != "public"
+        if confidential and not self.auth[1]:
+            raise StoreUnavailable(
+                "The access token expired, and the client secret is kept in Maestro, which "
+                "was unreachable when the bot started. Run the bot again once Maestro is "
+                "back.")
         if self.auth_flow_type == "credentials":
-            result = self.msal_client.acquire_token_for_client(
-                scopes=[f"{self.graph_resource}.default"])
             doing = "getting an app-only token"
+            result = self._call(doing, lambda client: client.acquire_token_for_client(
+                scopes=[f"{self.graph_resource}.default"]))
         else:
+            doing = "refreshing the access token"
             scopes = self.token_backend.get_token_scopes(username=self.username,
                                                          remove_reserved=True)
             accounts = self.msal_client.get_accounts(username=self.username)
@@ -193,10 +236,8 @@ class PluginConnection(Connection):
                     "The stored token has no refresh token for the signed-in account. "
                     "A person must sign in again to authorize the app."
                 )
-            result = self.msal_client.acquire_token_silent_with_error(
-                scopes=scopes, account=accounts[0], force_refresh=True
-            )
-            doing = "refreshing the access token"
+            result = self._call(doing, lambda client: client.acquire_token_silent_with_error(
+                scopes=scopes, account=accounts[0], force_refresh=True))
         if not result or "access_token" not in result:
             error = authorization_error(result or {}, doing)
             if isinstance(error, AuthorizationRequired):
@@ -207,6 +248,41 @@ class PluginConnection(Connection):
         if self.store_token_after_refresh:
             self.token_backend.save_token()
         return True
+
+
+    def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
+        """Run an msal call; when the identity platform kept failing past the retry
+        budget, raise ServiceUnavailable (and start over with a new msal client, which
+        would otherwise answer from its memory of the failure)."""
+        client = self.msal_client
+        try:
+            result = call(client)
+        except requests.RequestException as exc:
+            self._msal_client = None
+            raise ServiceUnavailable(
+                f"Microsoft's identity platform was unreachable ({type(exc).__name__}) for "
+                f"{self.retry_budget:.0f} s while {doing}. Try again later.") from None
+        transport = self._transports.get(id(client))
+        gave_up = transport.gave_up if transport is not None else None
+        if gave_up and (not result or "access_token" not in result):
+            self._msal_client = None
+            raise ServiceUnavailable(
+                f"Microsoft's identity platform answered {gave_up} for "
+                f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
+                "Try again later.")
+        return result
+
+
+def retry_budget() -> float:
+    raw = os.environ.get(ENV_RETRY_SECONDS, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_BUDGET
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 3600:
+        raise ConfigurationError(f"{ENV_RETRY_SECONDS} must be seconds from 0 to 3600, "
+                                 f"not {raw!r}.")
+    return value
 
 
 class PluginAccount(Account):

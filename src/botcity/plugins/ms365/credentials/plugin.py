@@ -259,4 +259,4 @@ class MS365CredentialsPlugin:
             raise AuthorizationRequired(
                 f"The token in {self._store.location} has expired and has no refresh token."
             )
-        con.refresh_token()
+        con.renew()

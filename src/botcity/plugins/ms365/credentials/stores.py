@@ -18,6 +18,7 @@ Rules every store keeps:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,12 +30,13 @@ from typing import Any
 from O365.utils.token import BaseTokenBackend
 
 from ._maestro import MaestroVault, check_name
-from .errors import StoreError, TokenFormatError
+from .errors import StoreError, StoreUnavailable, TokenFormatError
 from .scopes import RESERVED, permission_name
 
 log = logging.getLogger(__name__)
 
 META_KEY = "botcity"
+ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
 DEFAULT_FILENAME = "o365_token.txt"
 _SECTIONS = ("AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata")
 
@@ -98,16 +100,19 @@ def summarize(cache: dict[str, Any], client_type: str = "confidential") -> dict[
     access = list(cache.get("AccessToken", {}).values())
     expires = _times(access, "expires_on")
     rotated = _times(refresh, "last_modification_time")
+    clients = [e.get("client_id") for e in refresh + access if e.get("client_id")]
     return {
         "format": 1,
         "saved_at": _iso(time.time()),
         "account": accounts[0].get("username") if accounts else None,
+        "client_id": clients[0] if clients else None,
         "permissions": sorted({
             permission_name(scope)
             for entry in refresh + access
             for scope in str(entry.get("target", "")).split()
         } - RESERVED),
         "access_token_expires_on": max(expires) if expires else None,
+        "access_token_issued_at": issued_at(cache) or None,
         "has_refresh_token": bool(refresh),
         "refresh_token_rotated_at": _iso(max(rotated)) if rotated else None,
         "refresh_token_unused_until": _iso(
@@ -116,8 +121,28 @@ def summarize(cache: dict[str, Any], client_type: str = "confidential") -> dict[
     }
 
 
+def issued_at(cache: dict[str, Any] | None) -> int:
+    """When the newest access token in ``cache`` was issued (0: none): newer is better."""
+    return max(_times(list((cache or {}).get("AccessToken", {}).values()), "cached_at"),
+               default=0)
+
+
+def usable_for(cache: dict[str, Any] | None) -> float:
+    """Seconds the newest access token in ``cache`` still has to live."""
+    expires = _times(list((cache or {}).get("AccessToken", {}).values()), "expires_on")
+    return max(expires, default=0) - time.time()
+
+
 class TokenStore(BaseTokenBackend):
-    """Common behaviour of the stores; subclasses read, write and remove the raw text."""
+    """Common behaviour of the stores; subclasses read, write and remove the raw text.
+
+    Several processes may share a store. Before a refresh they agree on who refreshes
+    (:mod:`.coordination`, through O365's ``should_refresh_token`` hook); a save never
+    replaces a newer stored token with an older one.
+    """
+
+    #: False for stores no other process can see (nothing to coordinate).
+    shared = True
 
     #: Where the token lives, for logs and messages (never a secret).
     location = "?"
@@ -125,10 +150,19 @@ class TokenStore(BaseTokenBackend):
     removal = "remove it"
     #: "public" for a token from the device code flow (refreshed without the secret).
     client_type = "confidential"
+    #: The lease this process holds while it refreshes (see :mod:`.coordination`).
+    holding_lease: str | None = None
+    _lease: dict[str, Any] | None = None
+    _before_lease = ""
+    _peeked = ""
 
     # -- the three things a store must do ---------------------------------------------
     def _read(self) -> str | None:
         raise NotImplementedError
+
+    def _read_fresh(self, max_age: float = 0.0) -> str | None:
+        """What the store holds now (or held at most ``max_age`` seconds ago)."""
+        return self._read()
 
     def _write(self, text: str) -> None:
         raise NotImplementedError
@@ -145,6 +179,8 @@ class TokenStore(BaseTokenBackend):
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
             meta = summarize(cache, self.client_type)
+            if self._lease:
+                meta["refreshing"] = self._lease
             return json.dumps({**cache, META_KEY: meta}, separators=(",", ":"))
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
@@ -167,16 +203,92 @@ class TokenStore(BaseTokenBackend):
         return True
 
     def save_token(self, force: bool = False) -> bool:
+        """Save the token. ``force=True`` is an explicit save (after a person consented):
+        it writes even when nothing changed, and a store that fails raises, since someone
+        is there to act on it. O365 saves after a refresh with ``force=False``: then a
+        Maestro that fails is worked around (see :class:`MaestroTokenStore`)."""
         with self._lock:
             if not self._cache.get("RefreshToken") and not self._cache.get("AccessToken"):
                 log.debug("Nothing to save to %s: the cache holds no token", self.location)
                 return False
             if not force and not self._has_state_changed:
                 return True
+            held = self.holding_lease is not None
+            self.holding_lease = None  # the saved token carries no lease: it is released
             text = self.serialize()
+        self._save_text(text, recent_ok=held, strict=force)
+        return True
+
+    def _save_text(self, text: str, recent_ok: bool = False, strict: bool = True) -> None:
+        """Write ``text`` unless the store already holds a newer token. While we hold the
+        refresh lease nobody else writes, so the read that confirmed it may serve."""
+        current = self.peek(max_age=2.0 if recent_ok else 0.0)
+        if current and issued_at(current) > issued_at(json.loads(text)):
+            log.info("A newer token is already in %s; kept it", self.location)
+            return
         self._write(text)
         log.debug("Token saved to %s", self.location)
-        return True
+
+    # -- sharing the token between processes (see coordination.py) --------------------
+    def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> bool:
+        if not self.shared:
+            return True
+        from .coordination import before_refresh
+
+        return before_refresh(self)
+
+    def cache_snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._cache)
+
+    def peek(self, max_age: float = 0.0) -> dict[str, Any] | None:
+        """The token the store holds now, with its ``botcity`` entry; None when there is
+        none or it cannot be read as a token (a broken value is never trusted)."""
+        text = self._read_fresh(max_age)
+        self._peeked = ""
+        if not text or not text.strip():
+            return None
+        try:
+            stored = parse_token(text, self.location)
+        except TokenFormatError:
+            return None
+        self._peeked = text
+        return stored
+
+    def adopt(self, stored: dict[str, Any]) -> None:
+        """Use a token another process stored (from :meth:`peek`) instead of ours."""
+        with self._lock:
+            data = dict(stored)
+            meta = data.pop(META_KEY, None)
+            client = meta.get("client") if isinstance(meta, dict) else None
+            self.client_type = "public" if client == "public" else "confidential"
+            self._cache = data
+            self._has_state_changed = False
+
+    def write_lease(self, owner: str, until: float) -> None:
+        """Store our token marked "being refreshed by ``owner`` until ``until``"."""
+        with self._lock:
+            # what the store held (msal drops expired entries from memory as it searches)
+            self._before_lease = self._peeked or self.serialize()
+            self._lease = {"by": owner, "until": round(until, 3)}
+            try:
+                text = self.serialize()
+            finally:
+                self._lease = None
+                self._has_state_changed = True
+        self._write(text)
+
+    def release_lease(self) -> None:
+        """After a failed refresh: put back what was stored before our lease (msal may
+        have dropped expired entries from memory meanwhile), so others need not wait
+        the lease out and an operator finds the token as it was."""
+        if self.holding_lease is None:
+            return
+        self.holding_lease = None
+        try:
+            TokenStore._save_text(self, self._before_lease)
+        except StoreError:
+            log.debug("Could not release the refresh lease in %s", self.location)
 
     def delete_token(self) -> bool:
         with self._lock:
@@ -237,7 +349,7 @@ class FileTokenStore(TokenStore):
     def _write(self, text: str) -> None:
         folder = self.path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
             raise StoreError(f"Cannot write {self.location}: {exc.strerror}.") from None
@@ -265,6 +377,7 @@ class MemoryTokenStore(TokenStore):
     are renewed without a person, so there is nothing worth storing."""
 
     location = "memory (app-only tokens are not stored)"
+    shared = False
 
     def _read(self) -> str | None:
         return None
@@ -278,7 +391,14 @@ class MemoryTokenStore(TokenStore):
 
 class MaestroTokenStore(TokenStore):
     """The token in key ``key`` of the BotCity Maestro credential ``label``, so every
-    Runner of the workspace can use it. The other keys of the set are never touched."""
+    Runner of the workspace can use it. The other keys of the set are never touched.
+
+    When Maestro cannot take a refreshed token (down, failing, refusing), the bot goes on
+    with the token in memory and keeps it in a local fallback file (0600, written
+    atomically; see :func:`fallback_path`), warning once; the next save or the next start
+    writes it to Maestro, the newest token winning. When Maestro is unreachable at start,
+    a still-valid fallback token is used, and the log says so.
+    """
 
     def __init__(self, vault: MaestroVault, label: str, key: str = "token") -> None:
         super().__init__()
@@ -287,9 +407,15 @@ class MaestroTokenStore(TokenStore):
         self.key = check_name("key", key)
         self.location = f"Maestro credential '{label}' key '{key}' at {vault.server}"
         self.removal = f"delete key '{key}' of the Maestro credential '{label}'"
+        self.fallback = FileTokenStore(fallback_path(vault.server, label, key))
+        self._warned = False
 
     def _read(self) -> str | None:
         values = self._vault.read(self.label)
+        return None if values is None else values.get(self.key)
+
+    def _read_fresh(self, max_age: float = 0.0) -> str | None:
+        values = self._vault.read(self.label, max_age=max_age)
         return None if values is None else values.get(self.key)
 
     def _write(self, text: str) -> None:
@@ -298,3 +424,77 @@ class MaestroTokenStore(TokenStore):
     def _remove(self) -> bool:
         self._vault.remove(self.label, self.key)
         return True
+
+    def _local(self) -> str | None:
+        try:
+            text = self.fallback._read()
+            return text if text and parse_token(text, self.fallback.location) else None
+        except StoreError:  # an unreadable fallback is no fallback
+            return None
+
+    def load_token(self) -> bool:
+        try:
+            text = self._read()
+        except StoreUnavailable as exc:
+            local = self._local()
+            if local is None or usable_for(json.loads(local)) <= 0:
+                raise StoreUnavailable(f"{exc} No still-valid token was saved locally "
+                                       f"either ({self.fallback.path}).") from None
+            log.warning("%s Using the token saved locally at %s (%s) until Maestro is back.",
+                        exc, json.loads(local).get(META_KEY, {}).get("saved_at", "?"),
+                        self.fallback.path)
+            self._cache = self.deserialize(local)
+            return True
+        local = self._local()
+        if local is not None:
+            stored = None
+            if text and text.strip():
+                try:
+                    stored = parse_token(text, self.location, self.removal)
+                except TokenFormatError:
+                    stored = None
+            if issued_at(json.loads(local)) > issued_at(stored):
+                self._cache = self.deserialize(local)
+                self._push_local(local)
+                return True
+            self.fallback._remove()
+        if not text or not text.strip():
+            log.debug("No token in %s", self.location)
+            return False
+        self._cache = self.deserialize(text)
+        return True
+
+    def _push_local(self, local: str) -> None:
+        try:
+            super()._save_text(local)
+        except StoreError as exc:
+            log.warning("The token saved locally while Maestro was unreachable could not be "
+                        "written to Maestro yet (%s); it stays in %s", exc,
+                        self.fallback.path)
+            return
+        self.fallback._remove()
+        log.info("Wrote the token saved locally while Maestro was unreachable to %s",
+                 self.location)
+
+    def _save_text(self, text: str, recent_ok: bool = False, strict: bool = True) -> None:
+        try:
+            super()._save_text(text, recent_ok)
+        except StoreError as exc:
+            if strict:
+                raise
+            self.fallback._write(text)
+            if not self._warned:
+                self._warned = True
+                log.warning("%s The refreshed token is kept in %s and will be written to "
+                            "Maestro at the next save or start.", exc, self.fallback.path)
+            return
+        if self.fallback.path.exists():
+            self.fallback._remove()
+
+
+def fallback_path(server: str, label: str, key: str) -> Path:
+    """Where a token Maestro could not take waits: ``MS365_FALLBACK_DIR`` (default
+    ``~/.botcity-ms365``), one file per server, label and key."""
+    folder = Path(os.environ.get(ENV_FALLBACK_DIR) or Path.home() / ".botcity-ms365")
+    digest = hashlib.sha256(f"{server}|{label}|{key}".encode()).hexdigest()[:16]
+    return folder / f"fallback-{digest}.json"

@@ -1,0 +1,100 @@
+"""Many bots, one token: who refreshes when the access token expires.
+
+Several bots (on several Runners) share one stored token. When its access token expires
+they would all refresh at once: a burst on Microsoft's token endpoint, which throttles,
+and a race of writes back to the store. Microsoft does not revoke the old refresh token
+when it issues a new one, so a lost race costs requests, not the authorization.
+
+The rule, run by O365 through the token backend's ``should_refresh_token`` hook:
+
+1. Read the store. If another process has stored a newer token whose access token is
+   valid, use it: no refresh.
+2. If another process holds a live *lease* (``"refreshing"`` in the token's ``botcity``
+   entry), wait for its token, reading again about every 0.4 s, at most until its lease
+   runs out (30 s): then that process is taken to be dead, and we go on.
+3. Otherwise write our own lease, let the writes of others who did the same land (about
+   0.3 s), and read again: the last writer holds the lease (Maestro keeps the last write).
+   Only the holder refreshes; the others go back to 2.
+
+Saving never replaces a newer token with an older one (``TokenStore.save_token``), and
+the holder's save clears the lease. When the store cannot be read or written, the bot
+refreshes on its own: being able to work matters more than saving a request.
+
+Cost: nothing while the access token is valid. A refresh without contention costs two
+reads and two writes of the store (check, lease, verify, save) and one token request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+
+if TYPE_CHECKING:
+    from .stores import TokenStore
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+SETTLE_SECONDS = 0.3
+POLL_SECONDS = 0.4
+#: A token counts as usable when its access token has at least this long to live.
+USABLE_FOR = 60.0
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lease(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    lease = ((stored or {}).get("botcity") or {}).get("refreshing")
+    if isinstance(lease, dict) and isinstance(lease.get("until"), int | float):
+        return lease
+    return None
+
+
+def before_refresh(store: TokenStore) -> bool:
+    """True: this process refreshes. False: a fresher token from the store was adopted."""
+    from .stores import issued_at, usable_for
+
+    ours = issued_at(store.cache_snapshot())
+    me = _me()
+    waited_until = time.monotonic() + LEASE_SECONDS + 5
+    while True:
+        try:
+            stored = store.peek()
+        except StoreError as exc:
+            log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
+                        store.location, type(exc).__name__)
+            return True
+        if stored and issued_at(stored) > ours and usable_for(stored) > USABLE_FOR:
+            store.adopt(stored)
+            log.info("Another process refreshed the token; using it from %s", store.location)
+            return False
+        lease = _lease(stored)
+        if (lease and lease.get("by") != me and lease["until"] > time.time()
+                and time.monotonic() < waited_until):
+            time.sleep(POLL_SECONDS * random.uniform(0.75, 1.25))  # noqa: S311
+            continue
+        try:
+            store.write_lease(me, time.time() + LEASE_SECONDS)
+            time.sleep(SETTLE_SECONDS * random.uniform(1.0, 1.5))  # noqa: S311
+            stored = store.peek()
+        except StoreError as exc:
+            log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
+                        store.location, type(exc).__name__)
+            return True
+        if stored and issued_at(stored) > ours and usable_for(stored) > USABLE_FOR:
+            store.adopt(stored)
+            return False
+        lease = _lease(stored)
+        if lease is None or lease.get("by") == me:
+            store.holding_lease = me
+            return True
+        log.debug("Another process took the refresh lease; waiting for its token")

@@ -16,7 +16,9 @@ from .errors import (
     AuthorizationRequired,
     ConfigurationError,
     MS365CredentialsError,
+    ServiceUnavailable,
     StoreError,
+    StoreUnavailable,
     TokenFormatError,
 )
 from .plugin import MS365CredentialsPlugin
@@ -34,7 +36,9 @@ __all__ = [
     "MS365CredentialsPlugin",
     "MaestroTokenStore",
     "Scopes",
+    "ServiceUnavailable",
     "StoreError",
+    "StoreUnavailable",
     "TokenFormatError",
     "__version__",
 ]

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 from msal import ConfidentialClientApplication, PublicClientApplication
+from msal.exceptions import MsalServiceError
 from O365 import Account
 from O365.connection import Connection, MSGraphProtocol
 
@@ -255,14 +256,17 @@ class PluginConnection(Connection):
         budget, raise ServiceUnavailable (and start over with a new msal client, which
         would otherwise answer from its memory of the failure)."""
         client = self.msal_client
+        transport = self._transports.get(id(client))
         try:
             result = call(client)
-        except requests.RequestException as exc:
+        except (requests.RequestException, MsalServiceError) as exc:
             self._msal_client = None
+            what = (transport.gave_up if transport is not None and transport.gave_up
+                    else type(exc).__name__)
             raise ServiceUnavailable(
-                f"Microsoft's identity platform was unreachable ({type(exc).__name__}) for "
-                f"{self.retry_budget:.0f} s while {doing}. Try again later.") from None
-        transport = self._transports.get(id(client))
+                f"Microsoft's identity platform answered {what} for "
+                f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
+                "Try again later.") from None
         gave_up = transport.gave_up if transport is not None else None
         if gave_up and (not result or "access_token" not in result):
             self._msal_client = None
@@ -409,12 +413,15 @@ def granted_permissions(account: Account) -> frozenset[str]:
     return frozenset(permission_name(s) for s in scopes) - RESERVED
 
 
-def access_token_valid(account: Account, margin: int = 60) -> bool:
+def access_token_valid(account: Account) -> bool:
+    """Whether the current access token is good for a while yet (see ``stores.margin``)."""
+    from .stores import margin
+
     token = account.con.token_backend.get_access_token(username=account.con.username)
     if not token:
         return False
     try:
-        return int(token.get("expires_on", 0)) > time.time() + margin
+        return int(token.get("expires_on", 0)) > time.time() + margin(token)
     except (TypeError, ValueError):
         return False
 

@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 30.0
 SETTLE_SECONDS = 0.3
 POLL_SECONDS = 0.4
-#: A token counts as usable when its access token has at least this long to live.
-USABLE_FOR = 60.0
 
 
 def _me() -> str:
@@ -61,7 +59,7 @@ def _lease(stored: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def before_refresh(store: TokenStore) -> bool:
     """True: this process refreshes. False: a fresher token from the store was adopted."""
-    from .stores import issued_at, usable_for
+    from .stores import fresh_enough, issued_at
 
     ours = issued_at(store.cache_snapshot())
     me = _me()
@@ -73,7 +71,7 @@ def before_refresh(store: TokenStore) -> bool:
             log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
                         store.location, type(exc).__name__)
             return True
-        if stored and issued_at(stored) > ours and usable_for(stored) > USABLE_FOR:
+        if stored and issued_at(stored) > ours and fresh_enough(stored):
             store.adopt(stored)
             log.info("Another process refreshed the token; using it from %s", store.location)
             return False
@@ -90,7 +88,7 @@ def before_refresh(store: TokenStore) -> bool:
             log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
                         store.location, type(exc).__name__)
             return True
-        if stored and issued_at(stored) > ours and usable_for(stored) > USABLE_FOR:
+        if stored and issued_at(stored) > ours and fresh_enough(stored):
             store.adopt(stored)
             return False
         lease = _lease(stored)

@@ -20,9 +20,16 @@ from . import _o365
 from ._maestro import MaestroVault
 from .app_credentials import AppCredentials, resolve_app_credentials
 from .consent import ConsentHandler, choose_mode, consent_timeout, obtain
-from .errors import AuthorizationRequired, ConfigurationError
+from .errors import AuthorizationRequired, ConfigurationError, StoreUnavailable
 from .scopes import Scopes, resolve_permissions
-from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
+from .stores import (
+    FileTokenStore,
+    MaestroTokenStore,
+    MemoryTokenStore,
+    TokenStore,
+    fresh_fallback,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +105,15 @@ class MS365CredentialsPlugin:
         if maestro is not None and self._vault is None:
             log.info("BotCity Maestro is not connected (offline mode): using the local file")
 
-        self._app: AppCredentials = resolve_app_credentials(
-            client_id, client_secret, tenant_id,
-            vault=self._vault, label=credential_label, environ=environ,
-        )
+        try:
+            self._app: AppCredentials = resolve_app_credentials(
+                client_id, client_secret, tenant_id,
+                vault=self._vault, label=credential_label, environ=environ,
+            )
+        except StoreUnavailable as exc:
+            self._app = self._app_while_maestro_is_down(
+                exc, tenant_id, None if auth_flow == "app" else token_label or credential_label,
+                token_key)
         self._app_only = auth_flow == "app"
         if self._app_only and self._app.tenant_id in ("common", "organizations", "consumers"):
             raise ConfigurationError(
@@ -224,6 +236,18 @@ class MS365CredentialsPlugin:
                  self._store.location)
 
     # -- internals --------------------------------------------------------------------
+    def _app_while_maestro_is_down(self, exc: StoreUnavailable, tenant_id: str | None,
+                                   label: str | None, key: str) -> AppCredentials:
+        """Maestro holds the app's secret and is unreachable: a still-valid token kept
+        locally lets the bot work (its access token needs no secret) until it expires."""
+        local = (fresh_fallback(self._vault.server, label, key)
+                 if self._vault is not None and label else None)
+        client_id = summarize(local).get("client_id") if local else None
+        if not client_id:
+            raise exc
+        return AppCredentials(client_id, "", tenant_id or "common",
+                              "the token saved locally (Maestro is unreachable)")
+
     def _login_command(self, permissions: frozenset[str]) -> str:
         scopes = " ".join(sorted(permissions))
         if isinstance(self._store, MaestroTokenStore):

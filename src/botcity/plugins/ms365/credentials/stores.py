@@ -72,11 +72,34 @@ def parse_token(text: str | bytes, where: str, fix: str = "remove it") -> dict[s
     for section in _SECTIONS:
         entries = data.get(section, {})
         if not isinstance(entries, dict) or not all(
-            isinstance(entry, dict) for entry in entries.values()
+            _entry_ok(section, entry) for entry in entries.values()
         ):
             raise TokenFormatError(f"The token in {where} has a malformed {section} entry. "
                                    f"{then}")
     return data
+
+
+#: The fields msal and O365 read from each entry; msal writes every value as a string.
+_REQUIRED = {
+    "AccessToken": ("secret", "home_account_id", "environment", "client_id", "target",
+                    "expires_on"),
+    "RefreshToken": ("secret", "home_account_id", "environment", "client_id"),
+    "IdToken": ("secret", "home_account_id", "environment", "client_id"),
+    "Account": ("home_account_id", "environment", "username"),
+    "AppMetadata": ("client_id", "environment"),
+}
+_NUMBERS = ("expires_on", "cached_at", "extended_expires_on", "refresh_on",
+            "last_modification_time")
+
+
+def _entry_ok(section: str, entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in entry.items()):
+        return False
+    if not all(entry.get(field) for field in _REQUIRED[section]):
+        return False
+    return all(entry[f].isdigit() and entry[f].isascii() for f in _NUMBERS if f in entry)
 
 
 #: Azure AD ends a refresh token after this many days without use.
@@ -131,6 +154,26 @@ def usable_for(cache: dict[str, Any] | None) -> float:
     """Seconds the newest access token in ``cache`` still has to live."""
     expires = _times(list((cache or {}).get("AccessToken", {}).values()), "expires_on")
     return max(expires, default=0) - time.time()
+
+
+def margin(entry: dict[str, Any]) -> float:
+    """How long before its expiry an access token is taken as expired: a minute, or a
+    tenth of its lifetime when that is shorter (tenants can make tokens short-lived)."""
+    try:
+        lifetime = int(entry["expires_on"]) - int(entry["cached_at"])
+    except (KeyError, TypeError, ValueError):
+        return 60.0
+    return max(0.0, min(60.0, lifetime / 10))
+
+
+def fresh_enough(cache: dict[str, Any] | None) -> bool:
+    """Whether the newest access token in ``cache`` is good for a while yet."""
+    entries = list((cache or {}).get("AccessToken", {}).values())
+    if not entries:
+        return False
+    newest = max(entries, key=lambda e: int(e.get("expires_on", 0) or 0)
+                 if str(e.get("expires_on", "")).isdigit() else 0)
+    return usable_for(cache) > margin(newest)
 
 
 class TokenStore(BaseTokenBackend):
@@ -437,7 +480,7 @@ class MaestroTokenStore(TokenStore):
             text = self._read()
         except StoreUnavailable as exc:
             local = self._local()
-            if local is None or usable_for(json.loads(local)) <= 0:
+            if local is None or not fresh_enough(json.loads(local)):
                 raise StoreUnavailable(f"{exc} No still-valid token was saved locally "
                                        f"either ({self.fallback.path}).") from None
             log.warning("%s Using the token saved locally at %s (%s) until Maestro is back.",
@@ -453,7 +496,9 @@ class MaestroTokenStore(TokenStore):
                     stored = parse_token(text, self.location, self.removal)
                 except TokenFormatError:
                     stored = None
-            if issued_at(json.loads(local)) > issued_at(stored):
+            # a fallback exists because saving a token at least as new failed: on a tie
+            # (msal times tokens to the second) it wins
+            if issued_at(json.loads(local)) >= issued_at(stored):
                 self._cache = self.deserialize(local)
                 self._push_local(local)
                 return True
@@ -490,6 +535,18 @@ class MaestroTokenStore(TokenStore):
             return
         if self.fallback.path.exists():
             self.fallback._remove()
+
+
+def fresh_fallback(server: str, label: str, key: str) -> dict[str, Any] | None:
+    """The token kept locally for this Maestro credential, if its access token is still
+    good for a while (what a bot may use while Maestro is unreachable)."""
+    local = FileTokenStore(fallback_path(server, label, key))
+    try:
+        text = local._read()
+        data = parse_token(text, local.location) if text and text.strip() else None
+    except StoreError:
+        return None
+    return data if data and fresh_enough(data) else None
 
 
 def fallback_path(server: str, label: str, key: str) -> Path:

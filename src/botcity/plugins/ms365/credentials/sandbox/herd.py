@@ -1,0 +1,128 @@
+"""Many bots, one token: bot processes sharing one Maestro credential through several
+access-token expiries. The reliability tests and ``benchmarks/herd.py`` both run it.
+
+Each bot is a real process: it logs in to the sandbox Maestro, builds the plugin on the
+shared credential and calls Graph in a loop until a common deadline. The sandbox issues
+short-lived access tokens, so the shared token expires several times while they run.
+
+``python -m botcity.plugins.ms365.credentials.sandbox.herd`` is one such bot (the
+connection comes from the environment, see :func:`run_herd`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+LABEL = "herd"
+
+
+@dataclass
+class HerdResult:
+    processes: int
+    expiries: int
+    succeeded: int
+    graph_calls: int
+    #: refresh-token grants the identity platform answered, per expiry (a burst of them)
+    refreshes_per_expiry: list[int]
+    token_requests: int
+    maestro_requests: int
+    newest_token_stored: bool
+    wall_seconds: float
+    failures: list[str] = field(default_factory=list)
+
+
+def _bursts(times: list[float], gap: float) -> list[int]:
+    """Sizes of the groups of ``times`` separated by more than ``gap`` seconds."""
+    groups: list[int] = []
+    last = None
+    for moment in sorted(times):
+        if last is None or moment - last > gap:
+            groups.append(0)
+        groups[-1] += 1
+        last = moment
+    return groups
+
+
+def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: float = 5.0,
+             timeout: float = 300.0) -> HerdResult:
+    """Authorize once, then run ``processes`` bots through ``expiries`` expiries of an
+    access token that lives ``lifetime`` seconds."""
+    import json
+
+    from ..plugin import MS365CredentialsPlugin
+
+    sandbox.put_app_credentials(LABEL)
+    sandbox.tenant.access_token_lifetime = int(lifetime)
+    MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
+        consent=sandbox.consent_redirect)
+    first_issue = time.time()
+    sandbox.requests.clear()
+    until = first_issue + (expiries + 0.5) * lifetime
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
+    env.update(sandbox.client_env())
+    env.update(BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
+               BOTCITY_KEY=sandbox.maestro.key, HERD_UNTIL=str(until),
+               MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""))
+    started = time.monotonic()
+    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]
+    outputs, failures, calls = [], [], 0
+    for bot in bots:
+        try:
+            out, _ = bot.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            bot.kill()
+            out, _ = bot.communicate()
+            failures.append("timed out")
+        outputs.append(out)
+        if bot.returncode != 0:
+            failures.append(out[-2000:])
+        for line in out.splitlines():
+            if line.startswith("graph calls: "):
+                calls += int(line.split(": ")[1])
+    wall = time.monotonic() - started
+
+    refreshes = [r.at for r in sandbox.token_requests("refresh_token")]
+    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    newest = max(sandbox.tenant.access_tokens.items(), key=lambda item: item[1].expires_at)[0]
+    stored_secrets = {e["secret"] for e in stored["AccessToken"].values()}
+    return HerdResult(
+        processes=processes, expiries=expiries,
+        succeeded=sum(bot.returncode == 0 for bot in bots), graph_calls=calls,
+        refreshes_per_expiry=_bursts(refreshes, lifetime / 2),
+        token_requests=len(sandbox.token_requests()),
+        maestro_requests=len(sandbox.requests("maestro", path_contains="/credential")),
+        newest_token_stored=newest in stored_secrets, wall_seconds=wall, failures=failures,
+    )
+
+
+def _bot() -> int:
+    from botcity.maestro import BotMaestroSDK
+
+    from ..plugin import MS365CredentialsPlugin
+
+    maestro = BotMaestroSDK(os.environ["BOTCITY_SERVER"], os.environ["BOTCITY_LOGIN"],
+                            os.environ["BOTCITY_KEY"])
+    maestro.login()
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL, consent="none")
+    plugin.authenticate()
+    account = plugin.ms365_account
+    account.con.requests_delay = 50
+    until = float(os.environ["HERD_UNTIL"])
+    calls = 0
+    while time.time() < until:
+        account.get_current_user_data()
+        calls += 1
+        time.sleep(0.05)
+    sys.stdout.write(f"graph calls: {calls}\nrefreshes: {account.con.refresh_count}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_bot())

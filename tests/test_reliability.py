@@ -1,0 +1,255 @@
+"""Many bots on one token, a Maestro that fails, kills mid-write, a throttling Microsoft."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from botcity.plugins.ms365.credentials import (
+    MS365CredentialsPlugin,
+    ServiceUnavailable,
+    StoreUnavailable,
+)
+from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
+from botcity.plugins.ms365.credentials.stores import fallback_path
+from conftest import BOT, bot_env, run_process, script
+
+LABEL = "ms365"
+
+
+def refresh_secrets(text: str) -> set[str]:
+    return {e["secret"] for e in json.loads(text)["RefreshToken"].values()}
+
+
+# -- 1. many bots, one credential --------------------------------------------------------
+
+
+def test_eight_bots_share_one_token_through_three_expiries(sandbox):
+    result = run_herd(sandbox, processes=8, expiries=3, lifetime=5)
+    print(f"\nrefresh-token grants per expiry: {result.refreshes_per_expiry}; "
+          f"graph calls: {result.graph_calls}; maestro credential requests: "
+          f"{result.maestro_requests}; {result.wall_seconds:.1f} s")
+
+    assert result.failures == []
+    assert result.succeeded == 8
+    assert len(result.refreshes_per_expiry) >= 3, "the token expired three times"
+    assert max(result.refreshes_per_expiry) <= 2
+    assert result.newest_token_stored, "Maestro ends holding the newest token"
+    assert result.graph_calls > 8 * 3
+
+
+# -- 2. Maestro fails while the rotated token is saved -------------------------------------
+
+
+def authorized(sandbox, maestro):
+    sandbox.put_app_credentials(LABEL)
+    MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).authenticate(
+        consent=sandbox.consent_redirect)
+    return sandbox.maestro.secret(LABEL, "token")
+
+
+def runner_run(sandbox):
+    task_id, token = sandbox.maestro.start_task(parameters={"ms365_credential_label": LABEL})
+    argv = [sys.executable, str(BOT), *sandbox.maestro.runner_argv(task_id, token)]
+    run = run_process(argv, bot_env(sandbox), stdin_closed=True)
+    return sandbox.maestro.tasks[task_id], run
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 0, "drop": True}],
+                         ids=["500", "dropped"])
+def test_maestro_failing_at_save_loses_nothing(sandbox, maestro, fault):
+    before = authorized(sandbox, maestro)
+    sandbox.force_expiry()
+    expired = sandbox.maestro.secret(LABEL, "token")
+    sandbox.maestro.fail_next(path_contains=f"/credential/{LABEL}", method="POST", times=5,
+                              **fault)
+
+    task, run = runner_run(sandbox)
+
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    assert sandbox.maestro.secret(LABEL, "token") == expired, "Maestro kept what it had"
+    local = fallback_path(sandbox.maestro_url, LABEL, "token")
+    kept = local.read_text()
+    assert oct(local.stat().st_mode & 0o777) == "0o600"
+    assert refresh_secrets(kept) != refresh_secrets(before), "the rotated token is kept"
+    assert "will be written to Maestro at the next save or start" in run.stderr
+
+    sandbox.maestro.clear_faults()
+    sandbox.requests.clear()
+    task, run = runner_run(sandbox)  # the next start pushes it
+
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    assert refresh_secrets(sandbox.maestro.secret(LABEL, "token")) == refresh_secrets(kept), (
+        run.stderr + str([(r.method, r.path) for r in sandbox.requests()]))
+    assert not local.exists()
+    assert sandbox.token_requests() == [], "the pushed token was still valid"
+
+
+STANDALONE = """
+import logging, sys
+from botcity.maestro import BotMaestroSDK
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+logging.basicConfig(level=logging.WARNING)
+maestro = BotMaestroSDK()
+maestro.server, maestro.access_token, maestro.task_id = sys.argv[1], sys.argv[2], 0
+maestro._version = "3.5.0"
+maestro.timeout = 2
+plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
+print("user:", plugin.ms365_account.get_current_user_data().user_principal_name)
+"""
+
+
+def test_maestro_down_at_start_uses_a_still_valid_local_token(sandbox, maestro, tmp_path):
+    authorized(sandbox, maestro)
+    sandbox.force_expiry()
+    sandbox.maestro.fail_next(500, path_contains=f"/credential/{LABEL}", method="POST",
+                              times=5)
+    task, run = runner_run(sandbox)  # refreshed; the token waits in the fallback file
+    assert task.finish_status == "SUCCESS", run.stderr
+    server = sandbox.maestro_url
+    sandbox.maestro.stop()  # Maestro is gone
+
+    run = run_process([*script(tmp_path / "standalone.py", STANDALONE), server,
+                       maestro.access_token], bot_env(sandbox), cwd=tmp_path, stdin_closed=True)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"user: {sandbox.tenant.user.upn}" in run.stdout
+    assert "Using the token saved locally" in run.stderr and "unreachable" in run.stderr
+
+
+def test_maestro_down_at_start_without_a_local_token_is_a_clear_error(sandbox, maestro):
+    authorized(sandbox, maestro)
+    maestro.timeout = 2
+    sandbox.maestro.stop()
+    with pytest.raises(StoreUnavailable) as caught:
+        MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    assert "is unreachable" in str(caught.value)
+
+
+# -- 3. kill -9 while the token file is written ---------------------------------------------
+
+KILLER = """
+import json, os, random, signal, sys, time
+from botcity.plugins.ms365.credentials.stores import FileTokenStore, parse_token
+
+path, token, rounds = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3])
+store = FileTokenStore(path)
+cache = json.loads(token)
+store._write(token)
+bad = 0
+for round_ in range(rounds):
+    pid = os.fork()
+    if pid == 0:  # the child saves the token over and over until it is killed
+        n = 0
+        while True:
+            n += 1
+            for entry in cache["AccessToken"].values():
+                entry["cached_at"] = str(n)
+            store._cache = cache
+            store._has_state_changed = True
+            store.save_token()
+    time.sleep(random.uniform(0.0005, 0.02))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    try:
+        parse_token(open(path, encoding="utf-8").read(), path)
+    except Exception as exc:
+        bad += 1
+        print("broken after kill", round_, type(exc).__name__)
+left = [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")]
+print(f"kills: {rounds}; unreadable afterwards: {bad}; temporary files left: {len(left)}")
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_two_hundred_kills_never_leave_a_broken_file(sandbox, tmp_path):
+    MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                           token_path=tmp_path / "seed.json").authenticate(
+        consent=sandbox.consent_redirect)
+    target = tmp_path / "shared" / "o365_token.txt"
+    target.parent.mkdir()
+
+    run = run_process([*script(tmp_path / "killer.py", KILLER), str(target),
+                       str(tmp_path / "seed.json"), "200"], bot_env(sandbox), cwd=tmp_path,
+                      stdin_closed=True, timeout=120)
+
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "kills: 200; unreadable afterwards: 0" in run.stdout
+
+
+# -- 4. Microsoft throttles, or is down -------------------------------------------------------
+
+THROTTLED = {"error": "temporarily_unavailable",
+             "error_description": "AADSTS50196: The server terminated an operation because "
+                                  "it encountered a client request loop."}
+
+
+def test_throttled_then_ok_is_one_refresh(sandbox, maestro):
+    authorized(sandbox, maestro)
+    sandbox.force_expiry()
+    sandbox.identity.fail_next(429, retry_after=1, body=THROTTLED, path_contains="/token")
+    sandbox.requests.clear()
+
+    task, run = runner_run(sandbox)
+
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    grants = sandbox.token_requests("refresh_token")
+    assert len(grants) == 2, "the throttled request, then the one that succeeded"
+    assert grants[1].at - grants[0].at >= 0.9, "Retry-After was honoured"
+    assert "answered HTTP 429; retrying in 1.0 s" in run.stderr
+
+
+def test_a_permanent_outage_is_a_clear_error_within_the_budget(sandbox, maestro, monkeypatch):
+    authorized(sandbox, maestro)
+    sandbox.force_expiry()
+    sandbox.identity.fail_next(503, path_contains="/token", times=1000, body={
+        "error": "temporarily_unavailable",
+        "error_description": "AADSTS90033: A transient error has occurred."})
+    monkeypatch.setenv("MS365_RETRY_SECONDS", "3")
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as caught:
+        plugin.ms365_account.get_current_user_data()
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 3 + 5, f"gave up after {elapsed:.1f} s"
+    assert "answered HTTP 503 for 3 s while refreshing the access token" in str(caught.value)
+    assert len(sandbox.token_requests("refresh_token")) >= 3, "it did retry"
+    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    assert "refreshing" not in stored["botcity"], "the lease was taken back"
+
+
+def test_retry_budget_must_be_a_number(sandbox, monkeypatch):
+    from botcity.plugins.ms365.credentials import ConfigurationError
+
+    monkeypatch.setenv("MS365_RETRY_SECONDS", "soon")
+    with pytest.raises(ConfigurationError, match="MS365_RETRY_SECONDS must be seconds"):
+        MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+
+
+def test_lease_waiters_adopt_the_holders_token(sandbox, maestro):
+    """Two plugins in one process: the second finds the first's lease, waits, adopts."""
+    import threading
+
+    authorized(sandbox, maestro)
+    sandbox.force_expiry()
+    first = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    second = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
+    for plugin in (first, second):
+        assert plugin.token_store.load_token()
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda p=p: results.append(p.is_authenticated))
+               for p in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert results == [True, True]
+    assert len(sandbox.token_requests("refresh_token")) == 1
+    assert first.ms365_account.con.refresh_count + second.ms365_account.con.refresh_count == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -13,6 +14,7 @@ from botcity.plugins.ms365.credentials import (
     MS365CredentialsError,
     MS365CredentialsPlugin,
     Scopes,
+    ServiceUnavailable,
 )
 from botcity.plugins.ms365.credentials._o365 import redact
 
@@ -101,6 +103,17 @@ def test_no_secret_in_logs_repr_or_errors(sandbox, maestro, every_log):
                                      "error_description": "AADSTS50196: throttled."})
     MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL
                            ).ms365_account.get_current_user_data()
+    # Microsoft is down for longer than the retry budget
+    sandbox.force_expiry()
+    sandbox.identity.fail_next(503, path_contains="/token", times=50, body={
+        "error": "temporarily_unavailable", "error_description": "AADSTS90033: transient."})
+    os.environ["MS365_RETRY_SECONDS"] = "1"
+    try:
+        attempt(MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL
+                                       ).ms365_account.get_current_user_data)
+    finally:
+        del os.environ["MS365_RETRY_SECONDS"]
+    sandbox.identity.clear_faults()
     # the client secret is wrong
     sandbox.force_expiry()
     wrong = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret[::-1],
@@ -118,7 +131,8 @@ def test_no_secret_in_logs_repr_or_errors(sandbox, maestro, every_log):
     reprs += [repr(dead), repr(wrong)]
     secrets = secrets_seen(sandbox, maestro)
 
-    assert len(errors) == 3, errors
+    assert len(errors) == 4, errors
+    assert any(isinstance(e, ServiceUnavailable) for e in errors)
     assert any(isinstance(e, AuthorizationRequired) and e.code == "AADSTS50173" for e in errors)
     texts = [*every_log.texts, *reprs, *(str(e) for e in errors),
              *(repr(e) for e in errors)]

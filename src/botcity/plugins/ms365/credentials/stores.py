@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 META_KEY = "botcity"
 ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
+#: "0" turns the refresh lease off (one bot alone saves two Maestro requests a refresh).
+ENV_COORDINATE = "MS365_COORDINATE_REFRESH"
 DEFAULT_FILENAME = "o365_token.txt"
 _SECTIONS = ("AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata")
 
@@ -274,7 +276,7 @@ class TokenStore(BaseTokenBackend):
 
     # -- sharing the token between processes (see coordination.py) --------------------
     def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> bool:
-        if not self.shared:
+        if not self.shared or os.environ.get(ENV_COORDINATE, "").strip() == "0":
             return True
         from .coordination import before_refresh
 

@@ -49,9 +49,10 @@ def _bursts(times: list[float], gap: float) -> list[int]:
 
 
 def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: float = 5.0,
-             timeout: float = 300.0) -> HerdResult:
+             timeout: float = 300.0, coordinate: bool = True) -> HerdResult:
     """Authorize once, then run ``processes`` bots through ``expiries`` expiries of an
-    access token that lives ``lifetime`` seconds."""
+    access token that lives ``lifetime`` seconds (``coordinate=False``: without the
+    refresh lease, for comparison)."""
     import json
 
     from ..plugin import MS365CredentialsPlugin
@@ -67,7 +68,8 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
     env.update(sandbox.client_env())
     env.update(BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
                BOTCITY_KEY=sandbox.maestro.key, HERD_UNTIL=str(until),
-               MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""))
+               MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
+               MS365_COORDINATE_REFRESH="1" if coordinate else "0")
     started = time.monotonic()
     bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,

@@ -1,0 +1,94 @@
+"""Load test: many bots on one Maestro credential, against the local sandbox.
+
+    python benchmarks/herd.py [--quick] [--json results/herd.json]
+
+For 8, 16 and 32 bot processes (8 and 16 with --quick), each through 5 expiries of a
+short-lived access token, with and without the refresh lease: refresh-token grants per
+expiry, Maestro credential requests, Graph calls, failures. Then 1000 kill -9 during
+token-file saves (200 with --quick). Prints a table; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from botcity.plugins.ms365.credentials.sandbox import Sandbox
+from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def herd(processes: int, coordinate: bool, expiries: int) -> dict:
+    os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
+    with Sandbox() as sandbox:
+        os.environ.update(sandbox.client_env())
+        result = run_herd(sandbox, processes=processes, expiries=expiries, lifetime=6,
+                          coordinate=coordinate)
+    return {"processes": processes, "lease": coordinate, "succeeded": result.succeeded,
+            "refreshes_per_expiry": result.refreshes_per_expiry,
+            "max_refreshes_per_expiry": max(result.refreshes_per_expiry or [0]),
+            "token_requests": result.token_requests,
+            "maestro_credential_requests": result.maestro_requests,
+            "graph_calls": result.graph_calls, "newest_token_stored": result.newest_token_stored,
+            "wall_seconds": round(result.wall_seconds, 1), "failures": len(result.failures)}
+
+
+def kills(rounds: int) -> dict:
+    """Reuses the kill -9 script of the tests on a real token."""
+    os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
+    folder = Path(tempfile.mkdtemp())
+    with Sandbox() as sandbox:
+        os.environ.update(sandbox.client_env())
+        from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+
+        MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                               token_path=folder / "seed.json").authenticate(
+            consent=sandbox.consent_redirect)
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_reliability import KILLER
+
+    (folder / "killer.py").write_text(KILLER)
+    (folder / "shared").mkdir()
+    done = subprocess.run([sys.executable, str(folder / "killer.py"),
+                           str(folder / "shared" / "o365_token.txt"), str(folder / "seed.json"),
+                           str(rounds)], capture_output=True, text=True, timeout=1800)
+    return {"kills": rounds, "ok": done.returncode == 0, "report": done.stdout.strip()[-300:]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller numbers")
+    parser.add_argument("--json", default=str(HERE / "results" / "herd.json"))
+    args = parser.parse_args()
+    sizes = [8, 16] if args.quick else [8, 16, 32]
+    rows = [herd(n, lease, expiries=5) for n in sizes for lease in (True, False)]
+    killed = kills(200 if args.quick else 1000)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; sandbox on loopback; access tokens live 6 s")
+    print(f"{'bots':>5} {'lease':>5} {'ok':>5} {'refreshes per expiry':<24} {'token req':>9} "
+          f"{'maestro req':>11} {'graph calls':>11} {'newest kept':>11} {'wall s':>7}")
+    for r in rows:
+        print(f"{r['processes']:>5} {'yes' if r['lease'] else 'no':>5} "
+              f"{r['succeeded']:>2}/{r['processes']:<2} {str(r['refreshes_per_expiry']):<24} "
+              f"{r['token_requests']:>9} {r['maestro_credential_requests']:>11} "
+              f"{r['graph_calls']:>11} {str(r['newest_token_stored']):>11} "
+              f"{r['wall_seconds']:>7}")
+    print(killed["report"])
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"herd": rows, "kill9": killed}, indent=2))
+    ok = all(r["failures"] == 0 for r in rows) and killed["ok"] and all(
+        r["max_refreshes_per_expiry"] <= 2 for r in rows if r["lease"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

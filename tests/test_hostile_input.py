@@ -1,0 +1,134 @@
+"""Any bytes in the Maestro token value or the token file either load or raise the
+plugin's own error, and a stored token is never replaced by an empty or broken one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from botcity.plugins.ms365.credentials import (
+    MS365CredentialsError,
+    MS365CredentialsPlugin,
+    coordination,
+)
+from botcity.plugins.ms365.credentials.stores import parse_token
+
+LABEL = "ms365"
+EXAMPLES = 500
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow, HealthCheck.data_too_large])
+
+json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(
+    max_size=20)
+json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=12), inner, max_size=4), max_leaves=12)
+
+
+@pytest.fixture
+def real_token(sandbox, tmp_path) -> dict[str, Any]:
+    """A real token, as the plugin stores it, from the sandbox."""
+    MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                           token_path=tmp_path / "real.json").authenticate(
+        ["mail_read"], consent=sandbox.consent_redirect)
+    return json.loads((tmp_path / "real.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def quick_coordination(monkeypatch):
+    monkeypatch.setattr(coordination, "SETTLE_SECONDS", 0.005)
+    monkeypatch.setattr(coordination, "POLL_SECONDS", 0.005)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*prefix, key))
+    return found
+
+
+def _mutated(data: st.DataObject, token: dict[str, Any]) -> str:
+    """A real token with one part changed: a leaf replaced, a key dropped, or cut short."""
+    doc = json.loads(json.dumps(token))
+    kind = data.draw(st.sampled_from(["replace", "drop", "truncate", "retype"]))
+    paths = [p for p in _paths(doc) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if kind == "replace":
+        parent[path[-1]] = data.draw(json_value)
+    elif kind == "retype":
+        parent[path[-1]] = data.draw(st.sampled_from(["", "0", "-1", "999999999999", "x",
+                                                      0, None, [], {}]))
+    elif kind == "drop":
+        del parent[path[-1]]
+    text = json.dumps(doc, separators=(",", ":"))
+    if kind == "truncate":
+        text = text[: data.draw(st.integers(0, len(text)))]
+    return text
+
+
+def values(data: st.DataObject, token: dict[str, Any]) -> str:
+    choice = data.draw(st.sampled_from(["mutated", "mutated", "mutated", "json", "text"]))
+    if choice == "mutated":
+        return _mutated(data, token)
+    if choice == "json":
+        return json.dumps(data.draw(json_value))
+    return data.draw(st.text(max_size=200))
+
+
+def good_token(text: str | bytes | None) -> bool:
+    try:
+        data = parse_token(text or "", "test")
+    except MS365CredentialsError:
+        return False
+    return bool(data.get("RefreshToken") or data.get("AccessToken"))
+
+
+def exercise(plugin_factory) -> None:
+    """What the plugin does with a stored token (load it, judge it, refresh it when its
+    access token expired); only the plugin's own errors may come out. (A token that loads
+    but that Microsoft refuses is a later, separate matter: O365 reports Graph's 401.)"""
+    try:
+        plugin = plugin_factory()
+        plugin.is_authenticated  # noqa: B018
+        plugin.authenticate(["mail_read"])
+    except MS365CredentialsError:
+        pass
+
+
+@SETTINGS
+@given(data=st.data())
+def test_any_maestro_value(sandbox, maestro, real_token, data):
+    value = values(data, real_token)
+    sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
+    sandbox.maestro.put_secret(LABEL, "client_secret", sandbox.app.secret)
+    sandbox.maestro.put_secret(LABEL, "token", value)
+
+    exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
+                                            consent="none"))
+
+    after = sandbox.maestro.secret(LABEL, "token")
+    assert after == value or good_token(after)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_any_file_bytes(sandbox, real_token, tmp_path, data):
+    raw = data.draw(st.sampled_from(["bytes", "value"]))
+    content = (data.draw(st.binary(max_size=300)) if raw == "bytes"
+               else values(data, real_token).encode("utf-8", "surrogatepass"))
+    path = tmp_path / "o365_token.txt"
+    path.write_bytes(content)
+
+    exercise(lambda: MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                                            consent="none"))
+
+    after = path.read_bytes()
+    assert after == content or good_token(after)

@@ -32,9 +32,7 @@ import os
 import sys
 import threading
 import time
-import webbrowser
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -196,6 +194,8 @@ class RedirectListener:
     localhost, so registering ``http://localhost`` once is enough)."""
 
     def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, HTTPServer  # only for this way
+
         self._done = threading.Event()
         self._answer: dict[str, str] | None = None
         self._error: AuthorizationError | None = None
@@ -271,6 +271,8 @@ class RedirectListener:
 
 def _open_browser(url: str) -> None:
     """Open ``url`` in the system browser without waiting for it (some openers block)."""
+    import webbrowser
+
     def run() -> None:
         try:
             if not webbrowser.open(url):

@@ -1,0 +1,49 @@
+"""What a bot run costs in requests (the fast check of benchmarks/costs.py): counts, not
+times. Every extra Maestro or token request is paid by every bot run."""
+
+from __future__ import annotations
+
+import pytest
+
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+
+LABEL = "ms365"
+
+
+def credential_requests(sandbox, method):
+    return len(sandbox.requests("maestro", path_contains="/api/v2/credential", method=method))
+
+
+@pytest.fixture
+def stored(sandbox, maestro):
+    sandbox.put_app_credentials(LABEL)
+    MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).authenticate(
+        consent=sandbox.consent_redirect)
+    return sandbox
+
+
+def test_warm_start_is_one_maestro_read_and_no_token_request(stored, maestro):
+    stored.requests.clear()
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate()
+    plugin.ms365_account.get_current_user_data()
+
+    assert credential_requests(stored, "GET") == 1
+    assert credential_requests(stored, "POST") == 0
+    assert stored.requests("identity") == []
+
+
+@pytest.mark.parametrize(("lease", "reads", "writes"), [("1", 2, 2), ("0", 1, 1)],
+                         ids=["with-lease", "without-lease"])
+def test_a_refresh(stored, maestro, monkeypatch, lease, reads, writes):
+    monkeypatch.setenv("MS365_COORDINATE_REFRESH", lease)
+    stored.force_expiry()
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    stored.requests.clear()
+
+    plugin.ms365_account.get_current_user_data()
+
+    assert len(stored.token_requests()) == 1
+    assert plugin.ms365_account.con.refresh_count == 1
+    assert credential_requests(stored, "GET") == reads
+    assert credential_requests(stored, "POST") == writes

@@ -7,6 +7,10 @@ import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
+# counts, as the README table reports them:
+#   warm start: 1 read; refresh during a run: 2 reads + 2 writes (lease) or 1 + 1 (no lease);
+#   refresh right at start: 1 read + 2 writes (the start's read serves as the first look)
+
 LABEL = "ms365"
 
 
@@ -35,7 +39,10 @@ def test_warm_start_is_one_maestro_read_and_no_token_request(stored, maestro):
 
 @pytest.mark.parametrize(("lease", "reads", "writes"), [("1", 2, 2), ("0", 1, 1)],
                          ids=["with-lease", "without-lease"])
-def test_a_refresh(stored, maestro, monkeypatch, lease, reads, writes):
+def test_a_refresh_during_a_run(stored, maestro, monkeypatch, lease, reads, writes):
+    from botcity.plugins.ms365.credentials import coordination
+
+    monkeypatch.setattr(coordination, "FRESH_READ_SECONDS", 0.0)  # the start was long ago
     monkeypatch.setenv("MS365_COORDINATE_REFRESH", lease)
     stored.force_expiry()
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
@@ -47,3 +54,14 @@ def test_a_refresh(stored, maestro, monkeypatch, lease, reads, writes):
     assert plugin.ms365_account.con.refresh_count == 1
     assert credential_requests(stored, "GET") == reads
     assert credential_requests(stored, "POST") == writes
+
+
+def test_a_bot_starting_on_an_expired_token_reuses_its_start_read(stored, maestro):
+    stored.force_expiry()
+    stored.requests.clear()
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate()  # at start: the token in Maestro has expired
+
+    assert len(stored.token_requests()) == 1
+    assert credential_requests(stored, "GET") == 2, "the start's read, then the verify"
+    assert credential_requests(stored, "POST") == 2, "the lease, then the token"

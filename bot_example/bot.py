@@ -1,4 +1,4 @@
-"""A BotCity bot that uses Microsoft 365 through the credentials plugin.
+"""A BotCity bot that sends a report email through Microsoft 365.
 
 Deployed to BotCity Maestro, a Runner starts it as
 ``python bot.py <server> <task_id> <token> <organization>``. The Azure app's client id
@@ -8,12 +8,16 @@ once by a person (see README.md); after that every Runner uses the stored token.
 """
 
 from botcity.maestro import AutomationTaskFinishStatus, BotMaestroSDK
+from botcity.plugins.ms365.outlook import MS365OutlookPlugin
 
 from botcity.plugins.ms365.credentials import (
     AuthorizationRequired,
     MS365CredentialsPlugin,
     Scopes,
 )
+
+#: What the bot does with Microsoft 365 (authorize once with these: see README.md).
+SCOPES = [Scopes.BASIC, Scopes.MAIL_SEND]
 
 # Run the bot on your machine without Maestro too (the plugin then uses o365_token.txt).
 BotMaestroSDK.RAISE_NOT_CONNECTED = False
@@ -28,9 +32,19 @@ def main():
 
     try:
         service = MS365CredentialsPlugin(maestro=maestro, credential_label=label)
-        service.authenticate(scopes=[Scopes.BASIC])
+        service.authenticate(scopes=SCOPES)
         user = service.ms365_account.get_current_user_data()
-        message = f"Signed in to Microsoft 365 as {user.user_principal_name}."
+        print(f"Signed in to Microsoft 365 as {user.user_principal_name}.")
+
+        # The bot's job: send its report (here, to the signed-in account itself).
+        outlook = MS365OutlookPlugin(service_account=service)
+        outlook.send_message(
+            subject=f"BotCity task {execution.task_id} report",
+            text_content="The bot ran on a BotCity Runner and used Microsoft 365 with the "
+                         "token stored in BotCity Maestro.",
+            to_addrs=[user.user_principal_name],
+        )
+        message = f"Report sent to {user.user_principal_name}."
         print(message)
         status, done, failed = AutomationTaskFinishStatus.SUCCESS, 1, 0
     except AuthorizationRequired as exc:

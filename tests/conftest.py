@@ -19,6 +19,8 @@ from botcity.plugins.ms365.credentials.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 BOT = REPO / "bot_example" / "bot.py"
+#: What bot_example/bot.py asks for (it sends a report email).
+BOT_SCOPES = ("basic", "mail_send")
 
 #: Anything a test waits for is bounded by this.
 DEADLINE = 60.0

@@ -7,13 +7,13 @@ import json
 import sys
 import time
 
-from botcity.plugins.ms365.credentials import MS365CredentialsPlugin, Scopes
-from conftest import BOT, bot_env, run_process
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+from conftest import BOT, BOT_SCOPES, bot_env, run_process
 
 LABEL = "ms365"
 
 
-def authorize_once(sandbox, maestro, scopes=(Scopes.BASIC,)):
+def authorize_once(sandbox, maestro, scopes=BOT_SCOPES):
     sandbox.put_app_credentials(LABEL)
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     plugin.authenticate(list(scopes), consent=sandbox.consent_redirect)
@@ -35,7 +35,7 @@ def test_first_authorization_stores_the_token_in_the_label(sandbox, maestro):
     data = json.loads(stored)
     assert data["RefreshToken"] and data["AccessToken"]
     assert data["botcity"]["account"] == sandbox.tenant.user.upn
-    assert data["botcity"]["permissions"] == ["User.Read"]
+    assert data["botcity"]["permissions"] == ["Mail.Send", "User.Read"]
     # the app credentials came from the label, and survive the token write
     assert plugin.credentials == (sandbox.app.client_id, sandbox.app.secret)
     assert sandbox.maestro.secret(LABEL, "client_id") == sandbox.app.client_id
@@ -53,7 +53,10 @@ def test_runner_uses_the_stored_token_without_prompt_or_identity_requests(sandbo
     assert sandbox.tenant.user.upn in task.finish_message
     assert "Paste" not in run.stdout and "consent" not in run.stdout.lower()
     assert sandbox.requests("identity") == []
-    assert len(sandbox.requests("graph", path_contains="/v1.0/me")) == 1
+    assert [(r.method, r.path) for r in sandbox.requests("graph")] == [
+        ("GET", "/v1.0/me"), ("POST", "/v1.0/me/sendMail")]
+    assert [m["subject"] for m in sandbox.graph.messages] == [
+        f"BotCity task {task.id} report"], "the bot did its job through the Outlook plugin"
     # one Maestro read gives both the app credentials and the token
     assert len(sandbox.requests("maestro", path_contains="/api/v2/credential")) == 1
 

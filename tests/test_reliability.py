@@ -15,7 +15,7 @@ from botcity.plugins.ms365.credentials import (
 )
 from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
 from botcity.plugins.ms365.credentials.stores import fallback_path
-from conftest import BOT, bot_env, run_process, script
+from conftest import BOT, BOT_SCOPES, bot_env, run_process, script
 
 LABEL = "ms365"
 
@@ -47,7 +47,7 @@ def test_eight_bots_share_one_token_through_three_expiries(sandbox):
 def authorized(sandbox, maestro):
     sandbox.put_app_credentials(LABEL)
     MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).authenticate(
-        consent=sandbox.consent_redirect)
+        BOT_SCOPES, consent=sandbox.consent_redirect)
     return sandbox.maestro.secret(LABEL, "token")
 
 

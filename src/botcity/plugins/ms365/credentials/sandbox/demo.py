@@ -81,7 +81,8 @@ def run_demo(bot_path: str, timeout: float) -> int:
                  "consent page and accepts\n    (here the sandbox plays the person).")
         maestro = sandbox.maestro_sdk()
         plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=DEMO_LABEL)
-        plugin.authenticate([Scopes.BASIC, Scopes.MAIL_READ], consent=sandbox.consent_redirect)
+        # what bot_example/bot.py asks for: it sends a report email
+        plugin.authenticate([Scopes.BASIC, Scopes.MAIL_SEND], consent=sandbox.consent_redirect)
         stored = sandbox.maestro.secret(DEMO_LABEL, "token") or ""
         meta = json.loads(stored)["botcity"]
         keys = [i["key"] for i in sandbox.maestro.credentials[DEMO_LABEL]]
@@ -95,7 +96,9 @@ def run_demo(bot_path: str, timeout: float) -> int:
         task, output = _run_bot(sandbox, bot, timeout)
         _say(output, indent=6)
         identity = len(sandbox.requests("identity"))
+        inbox = [m["subject"] for m in sandbox.graph.messages]
         _say(f"Task {task.id} finished {task.finish_status}: {task.finish_message}\n"
+             f"In the mailbox: {inbox[-1] if inbox else '(nothing)'!r}.\n"
              f"Requests to Microsoft's identity platform: {identity} (the stored access "
              "token was still valid).", indent=4)
         if task.finish_status != "SUCCESS":

@@ -1,10 +1,27 @@
-"""A local Microsoft Graph: just the endpoints this plugin and its demo use, answering
-with the shapes Microsoft Graph returns. Access tokens are checked against the
-sandbox :class:`~.identity.Tenant`: unknown or expired -> 401 InvalidAuthenticationToken."""
+"""A local Microsoft Graph: the endpoints this plugin, its demo and BotCity's Outlook,
+OneDrive and Excel plugins use, answering with the shapes Microsoft Graph returns.
+
+- users: ``/me``, ``/users/{id}``;
+- mail: ``POST /me/sendMail`` (a message to the sandbox user lands in its inbox),
+  ``GET /me/mailFolders/{folder}/messages`` with ``$filter`` on the subject;
+- files: the user's drive (``/me/drive``, ``/drives/{id}``), its root and children,
+  items by path, small uploads (``PUT .../{parent}:/{name}:/content``) and downloads;
+- Excel: workbook sessions, worksheets and ``range(address=...)`` of workbooks that a
+  test puts with :meth:`GraphService.put_workbook`.
+
+Access tokens are checked against the sandbox :class:`~.identity.Tenant`: unknown or
+expired -> 401 InvalidAuthenticationToken; a missing permission -> 403.
+"""
 
 from __future__ import annotations
 
+import itertools
+import mimetypes
+import re
+import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._http import Reply, Request, RequestLog, Route, Service
@@ -20,18 +37,277 @@ def graph_error(status: int, code: str, message: str) -> Reply:
     )
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Item:
+    """A drive item: a folder (``content`` None) or a file."""
+
+    id: str
+    name: str
+    parent: str | None
+    content: bytes | None = None
+    created: str = field(default_factory=_now)
+
+
+_FILTER = re.compile(r"\s*(?:subject eq '(?P<eq>(?:[^']|'')*)'|contains\(subject,\s*"
+                     r"'(?P<has>(?:[^']|'')*)'\))\s*")
+
+
 class GraphService(Service):
     name = "graph"
 
     def __init__(self, log: RequestLog, tls: Any, tenant: Tenant) -> None:
         self.tenant = tenant
+        self.drive_id = "b!" + uuid.uuid4().hex
+        self.items: dict[str, Item] = {"root": Item("root", "root", None)}
+        self.messages: list[dict[str, Any]] = []
+        #: item id -> sheet name -> rows of cell values
+        self.workbooks: dict[str, dict[str, list[list[Any]]]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
         super().__init__(log, tls)
 
     def routes(self) -> list[tuple[str, str, Route]]:
+        drive = r"/v1\.0/(?:me/drive|drives/[^/]+)"
+        item = rf"{drive}/items/(?P<item_id>[^/:]+)"
+        book = rf"{item}/workbook"
         return [
             ("GET", r"/v1\.0/me", self._me),
             ("GET", r"/v1\.0/users/(?P<user_id>[^/]+)", self._user),
+            ("POST", r"/v1\.0/me/sendMail", self._send_mail),
+            ("GET", r"/v1\.0/me/mailFolders/(?P<folder>[^/]+)/messages", self._list_mail),
+            ("GET", r"/v1\.0/me/drive", self._drive),
+            ("GET", rf"{drive}/root", lambda request: self._item(request, "root")),
+            ("GET", rf"{drive}/root/children",
+             lambda request: self._children(request, "root")),
+            ("GET", rf"{drive}/root:(?P<path>/.*?):?", self._item_by_path),
+            ("GET", rf"{item}/children", self._children),
+            ("GET", rf"{item}/content", self._download),
+            ("PUT", rf"{item}:/(?P<filename>[^/:]+):/content", self._upload),
+            ("POST", rf"{book}/createSession", self._create_session),
+            ("POST", rf"{book}/closeSession", lambda r, item_id: Reply(204)),
+            ("GET", rf"{book}/worksheets", self._worksheets),
+            ("GET", rf"{book}/worksheets(?:/|\(')(?P<sheet>[^/']+)(?:'\))?/range"
+                    rf"\(address='(?P<address>[^']+)'\)", self._range),
+            ("GET", rf"{item}", self._item),
         ]
+
+    # -- test controls ----------------------------------------------------------------
+    def put_workbook(self, name: str, sheets: dict[str, list[list[Any]]]) -> str:
+        """Put an Excel workbook ``name`` in the root of the user's drive; return its id."""
+        with self._lock:
+            item = Item(f"01{next(self._ids):06d}", name, "root", b"PK\x03\x04 sandbox xlsx")
+            self.items[item.id] = item
+            self.workbooks[item.id] = sheets
+        return item.id
+
+    # -- helpers ----------------------------------------------------------------------
+    def _token(self, request: Request, *permissions: str) -> AccessToken | Reply:
+        token = self._authorize(request)
+        if isinstance(token, Reply) or not permissions:
+            return token
+        if token.user is not None and not set(permissions) & token.permissions:
+            return graph_error(403, "ErrorAccessDenied",
+                               "Access is denied. Check credentials and try again.")
+        return token
+
+    def _item_json(self, item: Item) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": item.id, "name": item.name, "createdDateTime": item.created,
+            "lastModifiedDateTime": item.created, "eTag": f'"{{{item.id}}},1"',
+            "cTag": f'"c:{{{item.id}}},1"', "webUrl": f"{self.url}/drive/{item.name}",
+            "size": len(item.content or b""),
+            "createdBy": {"user": {"displayName": self.tenant.user.name}},
+            "lastModifiedBy": {"user": {"displayName": self.tenant.user.name}},
+            "parentReference": {"driveId": self.drive_id, "driveType": "business",
+                                "id": item.parent, "path": "/drive/root:"},
+        }
+        if item.content is None:
+            data["folder"] = {"childCount": sum(i.parent == item.id
+                                                for i in self.items.values())}
+            if item.id == "root":
+                data["root"] = {}
+        else:
+            kind = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+            data["file"] = {"mimeType": kind}
+        return data
+
+    def _find(self, item_id: str) -> Item | Reply:
+        item = self.items.get(item_id)
+        if item is None:
+            return graph_error(404, "itemNotFound", "The resource could not be found.")
+        return item
+
+    # -- mail -------------------------------------------------------------------------
+    def _send_mail(self, request: Request) -> Reply:
+        token = self._token(request, "Mail.Send")
+        if isinstance(token, Reply):
+            return token
+        message = (request.json() or {}).get("message", {})
+        recipients = [r.get("emailAddress", {}).get("address", "").lower()
+                      for r in message.get("toRecipients", [])]
+        if self.tenant.user.upn.lower() in recipients:
+            user = self.tenant.user
+            with self._lock:
+                self.messages.append({
+                    "id": f"AAMk{next(self._ids):08d}", "createdDateTime": _now(),
+                    "receivedDateTime": _now(), "sentDateTime": _now(),
+                    "subject": message.get("subject", ""), "bodyPreview": "",
+                    "body": message.get("body", {"contentType": "text", "content": ""}),
+                    "importance": "normal", "isRead": False, "isDraft": False,
+                    "hasAttachments": False, "conversationId": str(uuid.uuid4()),
+                    "parentFolderId": "inbox", "categories": [],
+                    "from": {"emailAddress": {"name": user.name, "address": user.upn}},
+                    "sender": {"emailAddress": {"name": user.name, "address": user.upn}},
+                    "toRecipients": message.get("toRecipients", []),
+                    "ccRecipients": message.get("ccRecipients", []),
+                    "bccRecipients": [], "replyTo": [],
+                    "flag": {"flagStatus": "notFlagged"},
+                })
+        return Reply(202)
+
+    def _list_mail(self, request: Request, folder: str) -> Reply:
+        token = self._token(request, "Mail.Read", "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        wanted = request.query.get("$filter", "")
+        match = _FILTER.fullmatch(wanted) if wanted else None
+        if wanted and match is None:
+            return graph_error(400, "ErrorInvalidUrlQueryFilter",
+                               "The sandbox understands only subject eq '...' and "
+                               "contains(subject, '...').")
+        with self._lock:
+            found = [m for m in self.messages if m["parentFolderId"] == folder.lower()]
+        if match and match.group("eq") is not None:
+            found = [m for m in found if m["subject"] == match.group("eq").replace("''", "'")]
+        elif match:
+            needle = match.group("has").replace("''", "'").lower()
+            found = [m for m in found if needle in m["subject"].lower()]
+        top = int(request.query.get("$top", "10") or 10)
+        return Reply.json({"value": found[:top]})
+
+    # -- files ------------------------------------------------------------------------
+    def _drive(self, request: Request) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        user = self.tenant.user
+        return Reply.json({"id": self.drive_id, "driveType": "business", "name": "OneDrive",
+                           "owner": {"user": {"displayName": user.name, "id": user.oid}},
+                           "quota": {"total": 1 << 40, "used": 0, "remaining": 1 << 40,
+                                     "deleted": 0, "state": "normal"},
+                           "webUrl": f"{self.url}/drive", "createdDateTime": _now(),
+                           "lastModifiedDateTime": _now()})
+
+    def _item(self, request: Request, item_id: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        item = self._find(item_id)
+        return item if isinstance(item, Reply) else Reply.json(self._item_json(item))
+
+    def _item_by_path(self, request: Request, path: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        current = self.items["root"]
+        for part in [p for p in path.strip("/").split("/") if p]:
+            child = next((i for i in self.items.values()
+                          if i.parent == current.id and i.name == part), None)
+            if child is None:
+                return graph_error(404, "itemNotFound", "The resource could not be found.")
+            current = child
+        return Reply.json(self._item_json(current))
+
+    def _children(self, request: Request, item_id: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            found = [self._item_json(i) for i in self.items.values() if i.parent == item_id]
+        return Reply.json({"value": found})
+
+    def _upload(self, request: Request, item_id: str, filename: str) -> Reply:
+        token = self._token(request, "Files.ReadWrite", "Files.ReadWrite.All")
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            existing = next((i for i in self.items.values()
+                             if i.parent == item_id and i.name == filename), None)
+            item = existing or Item(f"01{next(self._ids):06d}", filename, item_id)
+            item.content = request.body
+            self.items[item.id] = item
+        return Reply.json(self._item_json(item), 200 if existing else 201)
+
+    def _download(self, request: Request, item_id: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        item = self._find(item_id)
+        if isinstance(item, Reply):
+            return item
+        return Reply(200, item.content or b"", {"Content-Type": "application/octet-stream"})
+
+    # -- Excel ------------------------------------------------------------------------
+    def _create_session(self, request: Request, item_id: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        if item_id not in self.workbooks:
+            return graph_error(404, "itemNotFound", "The workbook could not be found.")
+        return Reply.json({"id": uuid.uuid4().hex, "persistChanges": True}, 201)
+
+    def _worksheets(self, request: Request, item_id: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        sheets = self.workbooks.get(item_id)
+        if sheets is None:
+            return graph_error(404, "itemNotFound", "The workbook could not be found.")
+        return Reply.json({"value": [
+            {"id": f"{{{uuid.uuid5(uuid.NAMESPACE_URL, name)}}}", "name": name,
+             "position": n, "visibility": "Visible"} for n, name in enumerate(sheets)]})
+
+    def _range(self, request: Request, item_id: str, sheet: str, address: str) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        sheets = self.workbooks.get(item_id, {})
+        name = next((n for n in sheets if sheet in (
+            n, f"{{{uuid.uuid5(uuid.NAMESPACE_URL, n)}}}")), None)
+        if name is None:
+            return graph_error(404, "ItemNotFound", "The requested resource doesn't exist.")
+        cells = re.fullmatch(r"([A-Z]+)(\d+)(?::([A-Z]+)(\d+))?", address.split("!")[-1])
+        if cells is None:
+            return graph_error(400, "InvalidArgument", "The argument is invalid.")
+
+        def column(letters: str) -> int:
+            number = 0
+            for letter in letters:
+                number = number * 26 + ord(letter) - 64
+            return number - 1
+
+        first_col, first_row = column(cells.group(1)), int(cells.group(2)) - 1
+        last_col = column(cells.group(3) or cells.group(1))
+        last_row = int(cells.group(4) or cells.group(2)) - 1
+        grid = sheets[name]
+        values = [[grid[r][c] if r < len(grid) and c < len(grid[r]) else ""
+                   for c in range(first_col, last_col + 1)]
+                  for r in range(first_row, last_row + 1)]
+        return Reply.json({
+            "address": f"{name}!{address}", "addressLocal": f"{name}!{address}",
+            "cellCount": len(values) * len(values[0]), "columnCount": len(values[0]),
+            "rowCount": len(values), "columnIndex": first_col, "rowIndex": first_row,
+            "columnHidden": False, "rowHidden": False, "hidden": False,
+            "values": values, "text": [[str(v) for v in row] for row in values],
+            "formulas": values, "formulasLocal": values, "formulasR1C1": values,
+            "numberFormat": [["General"] * len(values[0]) for _ in values],
+            "valueTypes": [["String" if isinstance(v, str) else "Double" for v in row]
+                           for row in values],
+        })
 
     def _authorize(self, request: Request) -> AccessToken | Reply:
         header = request.headers.get("authorization", "")

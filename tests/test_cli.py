@@ -58,3 +58,15 @@ def test_demo_outside_the_project_says_where_to_run_it(tmp_path):
 def test_usage_errors_exit_2():
     assert cli().returncode == 2
     assert cli("no-such-command").returncode == 2
+
+
+def test_demo_without_the_bots_requirements_says_how_to_install_them(monkeypatch, capsys):
+    import importlib.util
+
+    from botcity.plugins.ms365.credentials.sandbox.demo import run_demo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.endswith(".outlook") else real(name, *a))
+    assert run_demo(str(REPO / "bot_example" / "bot.py"), 60) == 2
+    assert "pip install -e '.[demo]'" in capsys.readouterr().out

@@ -82,6 +82,15 @@ def _store_spec(spec: str, maestro: Any, key: str) -> Any:
     raise UsageError(f"{spec!r} is not file:PATH or maestro:LABEL")
 
 
+def _token_store(args: argparse.Namespace, maestro: Any) -> Any:
+    """The store the options name: the Maestro credential (with a connection) or the file."""
+    if maestro is not None and not (args.label or args.token_label):
+        raise UsageError("with Maestro, --label names the credential that holds the token")
+    spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
+            else f"file:{args.token_path or '.'}")
+    return _store_spec(spec, maestro, args.token_key)
+
+
 def _plugin(args: argparse.Namespace, maestro: Any, **extra: Any) -> Any:
     from .plugin import MS365CredentialsPlugin
 
@@ -152,11 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .scopes import resolve_permissions
 
     maestro = _maestro(args)
-    if maestro is not None and not (args.label or args.token_label):
-        raise UsageError("with Maestro, --label names the credential that holds the token")
-    spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
-            else f"file:{args.token_path or '.'}")
-    store = _store_spec(spec, maestro, args.token_key)
+    store = _token_store(args, maestro)
     report: dict[str, Any] = {"store": store.location, "found": store.load_token()}
     problems: list[str] = []
     if not report["found"]:
@@ -218,11 +223,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     maestro = _maestro(args)
-    if maestro is not None and not (args.label or args.token_label):
-        raise UsageError("with Maestro, --label names the credential that holds the token")
-    spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
-            else f"file:{args.token_path or '.'}")
-    store = _store_spec(spec, maestro, args.token_key)
+    store = _token_store(args, maestro)
     if not store.check_token():
         _out(f"No token was stored in {store.location}.")
         return EXIT_OK

@@ -61,9 +61,20 @@ def _lease(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def _adopted(store: TokenStore, stored: dict[str, Any] | None, ours: int) -> bool:
+    """Use ``stored`` when another process stored a newer, still fresh token."""
+    from .stores import fresh_enough, issued_at
+
+    if stored and issued_at(stored) > ours and fresh_enough(stored):
+        store.adopt(stored)
+        log.info("Another process refreshed the token; using it from %s", store.location)
+        return True
+    return False
+
+
 def before_refresh(store: TokenStore) -> bool:
     """True: this process refreshes. False: a fresher token from the store was adopted."""
-    from .stores import fresh_enough, issued_at
+    from .stores import issued_at
 
     ours = issued_at(store.cache_snapshot())
     me = _me()
@@ -77,9 +88,7 @@ def before_refresh(store: TokenStore) -> bool:
             log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
                         store.location, type(exc).__name__)
             return True
-        if stored and issued_at(stored) > ours and fresh_enough(stored):
-            store.adopt(stored)
-            log.info("Another process refreshed the token; using it from %s", store.location)
+        if _adopted(store, stored, ours):
             return False
         lease = _lease(stored)
         if (lease and lease.get("by") != me and lease["until"] > time.time()
@@ -94,8 +103,7 @@ def before_refresh(store: TokenStore) -> bool:
             log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
                         store.location, type(exc).__name__)
             return True
-        if stored and issued_at(stored) > ours and fresh_enough(stored):
-            store.adopt(stored)
+        if _adopted(store, stored, ours):
             return False
         lease = _lease(stored)
         if lease is None or lease.get("by") == me:

@@ -6,6 +6,7 @@ expired access token refreshed and written back, narrated step by step.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -57,6 +58,11 @@ def run_demo(bot_path: str, timeout: float) -> int:
     if not bot.is_file():
         _say(f"error: the example bot {bot} does not exist. Run the demo from the project "
              "folder (where bot_example/ is), or pass --bot PATH.", )
+        return EXIT_USAGE
+
+    if importlib.util.find_spec("botcity.plugins.ms365.outlook") is None:
+        _say("error: the example bot needs botcity-ms365-outlook-plugin. Install the demo's "
+             "extras: pip install -e '.[demo]' (from the project folder).")
         return EXIT_USAGE
 
     from ..plugin import MS365CredentialsPlugin

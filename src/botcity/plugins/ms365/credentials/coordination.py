@@ -61,6 +61,13 @@ def _lease(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def _alone(store: TokenStore, exc: StoreError) -> bool:
+    """The store cannot be read or written: refresh without coordinating."""
+    log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
+                store.location, type(exc).__name__)
+    return True
+
+
 def _adopted(store: TokenStore, stored: dict[str, Any] | None, ours: int) -> bool:
     """Use ``stored`` when another process stored a newer, still fresh token."""
     from .stores import fresh_enough, issued_at
@@ -85,9 +92,7 @@ def before_refresh(store: TokenStore) -> bool:
             stored = store.peek(max_age=recent)
             recent = 0.0
         except StoreError as exc:
-            log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
-                        store.location, type(exc).__name__)
-            return True
+            return _alone(store, exc)
         if _adopted(store, stored, ours):
             return False
         lease = _lease(stored)
@@ -100,9 +105,7 @@ def before_refresh(store: TokenStore) -> bool:
             time.sleep(SETTLE_SECONDS * random.uniform(1.0, 1.5))  # noqa: S311
             stored = store.peek()
         except StoreError as exc:
-            log.warning("Cannot coordinate the refresh through %s (%s); refreshing alone",
-                        store.location, type(exc).__name__)
-            return True
+            return _alone(store, exc)
         if _adopted(store, stored, ours):
             return False
         lease = _lease(stored)

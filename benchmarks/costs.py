@@ -103,10 +103,8 @@ def warm_starts(runs: int) -> dict:
         (folder / "o365_token.txt").write_text(sandbox.maestro.secret(LABEL, "token") or "")
         task_id, runner_token = sandbox.maestro.start_task()
         runner = sandbox.maestro.runner_argv(task_id, runner_token)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
-        env.update(sandbox.client_env(), APP_ID=sandbox.app.client_id,
-                   APP_SECRET=sandbox.app.secret,
-                   MS365_FALLBACK_DIR=str(folder / "fallback"))
+        env = sandbox.process_env(APP_ID=sandbox.app.client_id, APP_SECRET=sandbox.app.secret,
+                                  MS365_FALLBACK_DIR=str(folder / "fallback"))
         scripts = {}
         for name, source in (("a", BARE_O365), ("b", PLUGIN_FILE), ("c", PLUGIN_MAESTRO)):
             scripts[name] = folder / f"{name}.py"

@@ -48,11 +48,8 @@ def maestro(sandbox: Sandbox):
 
 
 def bot_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
-    env.update(sandbox.client_env())
-    env["MS365_FALLBACK_DIR"] = os.environ["MS365_FALLBACK_DIR"]
-    env.update(extra)
-    return env
+    return sandbox.process_env(**{"MS365_FALLBACK_DIR": os.environ["MS365_FALLBACK_DIR"],
+                                  **extra})
 
 
 @dataclass

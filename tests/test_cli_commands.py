@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -88,6 +89,30 @@ def test_login_with_device_code_quietly(sandbox, tmp_path):
     assert "Permissions granted" not in run.stdout
     assert "waiting for the sign-in" not in run.stderr
     assert len(sandbox.maestro.alerts) == 1
+
+
+def test_login_shows_what_it_waits_for_and_a_countdown(sandbox, tmp_path):
+    sandbox.app.public_client_flows = True
+    sandbox.put_app_credentials(LABEL)
+    stop = threading.Event()
+
+    def phone() -> None:  # the person signs in after a little while
+        end = time.monotonic() + DEADLINE
+        while not stop.is_set() and time.monotonic() < end:
+            for code in list(sandbox.tenant.device_codes.values()):
+                if code.state == "pending" and time.time() > code.expires_at - 900 + 1.5:
+                    sandbox.tenant.approve_device_code(code.user_code)
+            time.sleep(0.05)
+
+    threading.Thread(target=phone, daemon=True).start()
+    try:
+        run = cli(maestro_env(sandbox), "login", "--label", LABEL, "--consent", "device_code",
+                  cwd=tmp_path)
+    finally:
+        stop.set()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Waiting for the sign-in..." in run.stdout
+    assert re.search(r"waiting for the sign-in: \d+:\d\d left", run.stderr)
 
 
 def test_login_with_a_wrong_maestro_key(sandbox, tmp_path):

@@ -200,3 +200,20 @@ def test_the_sdk_read_the_vault_relies_on_is_still_there():
     for name in ("_edit_credential_by_label", "_create_credential_by_label",
                  "create_credential", "remove_credential", "is_online"):
         assert hasattr(BotMaestroSDK, name), f"BotMaestroSDK.{name} is gone"
+
+
+def test_the_store_in_use_is_logged_once_at_info_without_secrets(sandbox, maestro, caplog):
+    import logging
+
+    sandbox.put_app_credentials(LABEL)
+    caplog.set_level(logging.DEBUG)
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate(consent=sandbox.consent_redirect)
+    plugin.ms365_account.get_current_user_data()
+
+    info = [r.getMessage() for r in caplog.records
+            if r.levelno == logging.INFO and "token in" in r.getMessage()
+            and r.name.startswith("botcity.plugins")]
+    assert info == [f"Microsoft 365 app credentials from Maestro credential '{LABEL}'; token "
+                    f"in Maestro credential '{LABEL}' key 'token' at {sandbox.maestro_url}"]
+    assert sandbox.app.secret not in info[0]

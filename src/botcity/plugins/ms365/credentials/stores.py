@@ -146,6 +146,12 @@ def summarize(cache: dict[str, Any], client_type: str = "confidential") -> dict[
     }
 
 
+def _client_type(meta: object) -> str:
+    """``public`` for a token of the device code flow (its ``botcity`` entry says so)."""
+    client = meta.get("client") if isinstance(meta, dict) else None
+    return "public" if client == "public" else "confidential"
+
+
 def issued_at(cache: dict[str, Any] | None) -> int:
     """When the newest access token in ``cache`` was issued (0: none): newer is better."""
     return max(_times(list((cache or {}).get("AccessToken", {}).values()), "cached_at"),
@@ -234,9 +240,7 @@ class TokenStore(BaseTokenBackend):
             if not token_cache_state:
                 return {}
             data = parse_token(token_cache_state, self.location, self.removal)
-            meta = data.pop(META_KEY, None)
-            client = meta.get("client") if isinstance(meta, dict) else None
-            self.client_type = "public" if client == "public" else "confidential"
+            self.client_type = _client_type(data.pop(META_KEY, None))
             return data
 
     def load_token(self) -> bool:
@@ -304,9 +308,7 @@ class TokenStore(BaseTokenBackend):
         """Use a token another process stored (from :meth:`peek`) instead of ours."""
         with self._lock:
             data = dict(stored)
-            meta = data.pop(META_KEY, None)
-            client = meta.get("client") if isinstance(meta, dict) else None
-            self.client_type = "public" if client == "public" else "confidential"
+            self.client_type = _client_type(data.pop(META_KEY, None))
             self._cache = data
             self._has_state_changed = False
 

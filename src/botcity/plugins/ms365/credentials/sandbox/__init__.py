@@ -14,6 +14,7 @@ Nothing here is imported by the plugin itself.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -95,6 +96,12 @@ class Sandbox:
             "MS365_AUTHORITY_HOST": self.authority_host,
             "MS365_GRAPH_URL": self.graph_url,
         }
+
+    def process_env(self, **extra: str) -> dict[str, str]:
+        """Environment for a bot process started here: this process's, less any plugin or
+        Maestro settings (``MS365_*``, ``BOTCITY_*``), plus :meth:`client_env` and ``extra``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
+        return {**env, **self.client_env(), **extra}
 
     def maestro_sdk(self) -> Any:
         """A ``BotMaestroSDK`` logged in to the sandbox Maestro, as a developer's bot is."""

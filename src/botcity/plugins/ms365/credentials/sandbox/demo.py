@@ -34,17 +34,13 @@ def _run_bot(sandbox: Any, bot: Path, timeout: float) -> tuple[Any, str]:
         "ms365-demo", {"ms365_credential_label": DEMO_LABEL})
     argv = sandbox.maestro.runner_argv(task_id, token)
     _say(f"$ python {bot.name} {argv[0]} {task_id} <runner token> {argv[3]}", indent=4)
-    env = {**_base_env(), **sandbox.client_env()}
+    env = sandbox.process_env()
     done = subprocess.run(  # noqa: S603 - our own interpreter and the example bot
         [sys.executable, str(bot), *argv], env=env, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=timeout, cwd=bot.parent,
     )
     output = (done.stdout + done.stderr).strip()
     return sandbox.maestro.tasks[task_id], output
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
 
 
 def _refresh_secret(text: str | None) -> set[str]:

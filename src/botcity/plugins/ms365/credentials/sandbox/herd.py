@@ -64,12 +64,11 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
     first_issue = time.time()
     sandbox.requests.clear()
     until = first_issue + (expiries + 0.5) * lifetime
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MS365_", "BOTCITY_"))}
-    env.update(sandbox.client_env())
-    env.update(BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
-               BOTCITY_KEY=sandbox.maestro.key, HERD_UNTIL=str(until),
-               MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
-               MS365_COORDINATE_REFRESH="1" if coordinate else "0")
+    env = sandbox.process_env(
+        BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
+        BOTCITY_KEY=sandbox.maestro.key, HERD_UNTIL=str(until),
+        MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
+        MS365_COORDINATE_REFRESH="1" if coordinate else "0")
     started = time.monotonic()
     bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 MAX_FAULT_DELAY = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
     """One request as a sandbox server received it."""
 
@@ -32,6 +32,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: the status it was answered with (0: not answered yet, or the connection dropped)
+    status: int = 0
 
     def form(self) -> dict[str, str]:
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -228,15 +230,16 @@ class Service:
                         headers = {}
                         if fault.retry_after is not None:
                             headers["Retry-After"] = str(fault.retry_after)
-                        self._send(Reply.json(body_data, fault.status, **headers))
+                        self._send(Reply.json(body_data, fault.status, **headers), request)
                         return
                 try:
                     reply = service.handle(request)
                 except Exception as exc:  # a sandbox bug must show, not hang the client
                     reply = Reply.json({"message": f"sandbox error: {exc!r}"}, 500)
-                self._send(reply)
+                self._send(reply, request)
 
-            def _send(self, reply: Reply) -> None:
+            def _send(self, reply: Reply, request: Request) -> None:
+                request.status = reply.status
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)

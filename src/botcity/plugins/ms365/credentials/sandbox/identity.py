@@ -86,6 +86,8 @@ class RefreshToken:
     user: User
     permissions: frozenset[str]
     dead: str | None = None  # a key of REFRESH_TOKEN_DEATHS
+    #: 0 from a consent, then one more for every refresh in its line
+    generation: int = 0
 
 
 @dataclass
@@ -94,6 +96,8 @@ class AccessToken:
     user: User | None  # None: an app-only token (client credentials)
     permissions: frozenset[str]
     expires_at: float
+    #: the generation of the refresh token issued with it (see RefreshToken)
+    generation: int = 0
 
 
 @dataclass
@@ -344,7 +348,7 @@ class IdentityService(Service):
                              "not consented to use the application with ID "
                              f"'{app.client_id}'. Send an interactive authorization request "
                              "for this user and resource.")
-        return self._issue(app, old.user, old.permissions, scopes, None)
+        return self._issue(app, old.user, old.permissions, scopes, None, old.generation + 1)
 
     def _grant_client(self, app: App, form: dict[str, str]) -> Reply:
         scopes = form.get("scope", "").split()
@@ -384,7 +388,7 @@ class IdentityService(Service):
 
     def _issue(
         self, app: App, user: User, permissions: frozenset[str], scopes: list[str],
-        nonce: str | None,
+        nonce: str | None, generation: int = 0,
     ) -> Reply:
         now = int(time.time())
         lifetime = self.tenant.access_token_lifetime
@@ -400,11 +404,12 @@ class IdentityService(Service):
         }
         with self.tenant.lock:
             self.tenant.access_tokens[access] = AccessToken(
-                app.client_id, user, permissions, now + lifetime
+                app.client_id, user, permissions, now + lifetime, generation
             )
             if "offline_access" in scopes:
                 refresh = "sbxrt." + secrets.token_urlsafe(400)
-                self.tenant.refresh_tokens[refresh] = RefreshToken(app.client_id, user, permissions)
+                self.tenant.refresh_tokens[refresh] = RefreshToken(
+                    app.client_id, user, permissions, generation=generation)
                 answer["refresh_token"] = refresh
         if "openid" in scopes:
             claims: dict[str, Any] = {

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from botcity.plugins.ms365.credentials import (
     MS365CredentialsError,
     MS365CredentialsPlugin,
-    coordination,
 )
 from botcity.plugins.ms365.credentials.stores import parse_token
 
@@ -36,12 +35,6 @@ def real_token(sandbox, tmp_path) -> dict[str, Any]:
                            token_path=tmp_path / "real.json").authenticate(
         ["mail_read"], consent=sandbox.consent_redirect)
     return json.loads((tmp_path / "real.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def quick_coordination(monkeypatch):
-    monkeypatch.setattr(coordination, "SETTLE_SECONDS", 0.005)
-    monkeypatch.setattr(coordination, "POLL_SECONDS", 0.005)
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

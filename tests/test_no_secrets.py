@@ -90,8 +90,7 @@ def test_no_secret_in_logs_repr_or_errors(sandbox, maestro, every_log):
     # Maestro fails while the rotated token is saved: kept locally, pushed at next start
     sandbox.force_expiry()
     failing = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
-    sandbox.maestro.fail_next(500, path_contains=f"/credential/{LABEL}", method="POST",
-                              times=2)
+    sandbox.maestro.fail_next(500, path_contains=f"/credential/{LABEL}", method="POST")
     failing.ms365_account.get_current_user_data()
     assert any("will be written to Maestro at the next save" in t for t in every_log.texts)
     pushed = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)

@@ -29,6 +29,12 @@ def test_connection_internals_we_override_are_still_there():
                  "load_token_from_backend", "update_session_auth_header", "get_session"):
         assert callable(getattr(Connection, name, None)), f"Connection.{name} is gone"
     assert "self.refresh_token()" in inspect.getsource(Connection._try_refresh_token)
+    # the early renewal hooks oauth_request: every Graph verb must go through it
+    for verb in ("get", "post", "put", "patch", "delete"):
+        assert "self.oauth_request(" in inspect.getsource(getattr(Connection, verb)), (
+            f"Connection.{verb} no longer calls oauth_request")
+    assert list(inspect.signature(Connection.oauth_request).parameters)[:3] == [
+        "self", "url", "method"]
     assert Account.connection_constructor is Connection
     assert "connection_constructor(" in inspect.getsource(Account.__init__)
 

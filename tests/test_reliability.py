@@ -28,16 +28,18 @@ def refresh_secrets(text: str) -> set[str]:
 
 
 def test_eight_bots_share_one_token_through_three_expiries(sandbox):
-    result = run_herd(sandbox, processes=8, expiries=3, lifetime=5)
-    print(f"\nrefresh-token grants per expiry: {result.refreshes_per_expiry}; "
+    """Eight bots for three lives of an 8 s access token: each token is renewed by one
+    bot, two at most (see coordination.py for the odds)."""
+    result = run_herd(sandbox, processes=8, expiries=3, lifetime=8)
+    print(f"\nrefresh-token grants per token renewed: {result.refreshes_per_token}; "
           f"graph calls: {result.graph_calls}; maestro credential requests: "
           f"{result.maestro_requests}; {result.wall_seconds:.1f} s")
 
     assert result.failures == []
     assert result.succeeded == 8
-    assert len(result.refreshes_per_expiry) >= 3, "the token expired three times"
-    assert max(result.refreshes_per_expiry) <= 2
-    assert result.newest_token_stored, "Maestro ends holding the newest token"
+    assert len(result.refreshes_per_token) >= 3, "the token was renewed at least three times"
+    assert max(result.refreshes_per_token) <= 2
+    assert result.newest_token_stored, "Maestro ends holding a token of the last renewal"
     assert result.graph_calls > 8 * 3
 
 
@@ -206,6 +208,7 @@ def test_throttled_then_ok_is_one_refresh(sandbox, maestro):
 def test_a_permanent_outage_is_a_clear_error_within_the_budget(sandbox, maestro, monkeypatch):
     authorized(sandbox, maestro)
     sandbox.force_expiry()
+    stored = sandbox.maestro.secret(LABEL, "token")
     sandbox.identity.fail_next(503, path_contains="/token", times=1000, body={
         "error": "temporarily_unavailable",
         "error_description": "AADSTS90033: A transient error has occurred."})
@@ -220,8 +223,7 @@ def test_a_permanent_outage_is_a_clear_error_within_the_budget(sandbox, maestro,
     assert elapsed < 3 + 5, f"gave up after {elapsed:.1f} s"
     assert "answered HTTP 503 for 3 s while refreshing the access token" in str(caught.value)
     assert len(sandbox.token_requests("refresh_token")) >= 3, "it did retry"
-    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
-    assert "refreshing" not in stored["botcity"], "the lease was taken back"
+    assert sandbox.maestro.secret(LABEL, "token") == stored, "the stored token is untouched"
 
 
 def test_retry_budget_must_be_a_number(sandbox, monkeypatch):
@@ -232,24 +234,26 @@ def test_retry_budget_must_be_a_number(sandbox, monkeypatch):
         MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
 
 
-def test_lease_waiters_adopt_the_holders_token(sandbox, maestro):
-    """Two plugins in one process: the second finds the first's lease, waits, adopts."""
+def test_two_bots_starting_together_on_an_expired_token_both_work(sandbox, maestro):
+    """Nothing to spread over: both may refresh (the documented cost); both work, and
+    what Maestro keeps is a fresh token the next bot uses without a refresh."""
     import threading
 
     authorized(sandbox, maestro)
     sandbox.force_expiry()
-    first = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
-    second = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
-    for plugin in (first, second):
-        assert plugin.token_store.load_token()
+    plugins = [MS365CredentialsPlugin(maestro=sdk, credential_label=LABEL)
+               for sdk in (maestro, sandbox.maestro_sdk())]
     results: list[bool] = []
     threads = [threading.Thread(target=lambda p=p: results.append(p.is_authenticated))
-               for p in (first, second)]
+               for p in plugins]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
 
     assert results == [True, True]
-    assert len(sandbox.token_requests("refresh_token")) == 1
-    assert first.ms365_account.con.refresh_count + second.ms365_account.con.refresh_count == 1
+    assert 1 <= len(sandbox.token_requests("refresh_token")) <= 2
+    sandbox.requests.clear()
+    task, run = runner_run(sandbox)
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    assert sandbox.token_requests() == [], "the stored token was fresh"

@@ -1,17 +1,24 @@
 """What a bot run costs in requests (the fast check of benchmarks/costs.py): counts, not
-times. Every extra Maestro or token request is paid by every bot run."""
+times. Every extra Maestro or token request is paid by every bot run.
+
+    warm start                         1 read
+    refresh during a run               1 read + 1 token request + 1 write, no Graph 401
+    another bot refreshed already      1 read
+    refresh at start (token expired)   the start's read + 1 token request + 1 write
+"""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-
-# counts, as the README table reports them:
-#   warm start: 1 read; refresh during a run: 2 reads + 2 writes (lease) or 1 + 1 (no lease);
-#   refresh right at start: 1 read + 2 writes (the start's read serves as the first look)
+from botcity.plugins.ms365.credentials.coordination import Schedule
 
 LABEL = "ms365"
+#: access tokens this short come due (at the earliest draw) 2.4 s before they expire
+LIFETIME = 4
 
 
 def credential_requests(sandbox, method):
@@ -26,6 +33,26 @@ def stored(sandbox, maestro):
     return sandbox
 
 
+def started(sandbox, maestro) -> MS365CredentialsPlugin:
+    """A bot that started on a valid token and will renew it at the earliest moment of
+    the refresh window."""
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate()
+    plugin.token_store.schedule = Schedule(draw=lambda: 0.0)
+    return plugin
+
+
+def until_due(plugin: MS365CredentialsPlugin) -> float:
+    """Wait (bounded by the token's life) until the plugin's access token is due; return
+    when it expires."""
+    token = plugin.token_store.get_access_token(username=plugin.ms365_account.con.username)
+    expires_on = float(token["expires_on"])
+    assert expires_on - time.time() <= LIFETIME
+    time.sleep(max(0.0, plugin.token_store.schedule.due_at(token) - time.time()) + 0.05)
+    assert plugin.token_store.refresh_due(plugin.ms365_account.con.username)
+    return expires_on
+
+
 def test_warm_start_is_one_maestro_read_and_no_token_request(stored, maestro):
     stored.requests.clear()
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
@@ -37,23 +64,39 @@ def test_warm_start_is_one_maestro_read_and_no_token_request(stored, maestro):
     assert stored.requests("identity") == []
 
 
-@pytest.mark.parametrize(("lease", "reads", "writes"), [("1", 2, 2), ("0", 1, 1)],
-                         ids=["with-lease", "without-lease"])
-def test_a_refresh_during_a_run(stored, maestro, monkeypatch, lease, reads, writes):
-    from botcity.plugins.ms365.credentials import coordination
-
-    monkeypatch.setattr(coordination, "FRESH_READ_SECONDS", 0.0)  # the start was long ago
-    monkeypatch.setenv("MS365_COORDINATE_REFRESH", lease)
+def test_a_refresh_during_a_run_is_one_read_one_token_request_one_write(stored, maestro):
+    stored.tenant.access_token_lifetime = LIFETIME
     stored.force_expiry()
-    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin = started(stored, maestro)  # refreshes to a short-lived token
+    expires_on = until_due(plugin)
     stored.requests.clear()
 
     plugin.ms365_account.get_current_user_data()
 
-    assert len(stored.token_requests()) == 1
-    assert plugin.ms365_account.con.refresh_count == 1
-    assert credential_requests(stored, "GET") == reads
-    assert credential_requests(stored, "POST") == writes
+    [grant] = stored.token_requests()
+    assert grant.at < expires_on, "renewed before the access token expired"
+    assert plugin.ms365_account.con.refresh_count == 2
+    assert credential_requests(stored, "GET") == 1
+    assert credential_requests(stored, "POST") == 1
+    assert [r.status for r in stored.requests("graph")] == [200], "no 401 round trip"
+
+
+def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro):
+    stored.tenant.access_token_lifetime = LIFETIME
+    stored.force_expiry()
+    first = started(stored, maestro)
+    second = started(stored, stored.maestro_sdk())  # both hold the same token
+    until_due(first)
+    first.ms365_account.get_current_user_data()  # renews, writes
+    stored.requests.clear()
+
+    second.ms365_account.get_current_user_data()
+
+    assert stored.token_requests() == []
+    assert second.ms365_account.con.refresh_count == 0, "it started on the first one's token"
+    assert credential_requests(stored, "GET") == 1
+    assert credential_requests(stored, "POST") == 0
+    assert [r.status for r in stored.requests("graph")] == [200]
 
 
 def test_a_bot_starting_on_an_expired_token_reuses_its_start_read(stored, maestro):
@@ -63,5 +106,5 @@ def test_a_bot_starting_on_an_expired_token_reuses_its_start_read(stored, maestr
     plugin.authenticate()  # at start: the token in Maestro has expired
 
     assert len(stored.token_requests()) == 1
-    assert credential_requests(stored, "GET") == 2, "the start's read, then the verify"
-    assert credential_requests(stored, "POST") == 2, "the lease, then the token"
+    assert credential_requests(stored, "GET") == 1, "the start's read is the look"
+    assert credential_requests(stored, "POST") == 1, "the rotated token"

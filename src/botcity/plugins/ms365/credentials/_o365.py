@@ -6,6 +6,9 @@ What it changes, and why:
   ``Connection._msal_authority``; sovereign clouds and the sandbox need another host,
   and msal needs ``instance_discovery=False`` for a host Microsoft does not know;
 - the Graph URL: ``MSGraphProtocol._protocol_url`` (a documented override point);
+- the request: before each Graph request, the access token is renewed when this
+  process's moment has come (``coordination.py``); O365 alone renews only after Graph
+  answered 401;
 - the refresh: O365 turns every refusal into ``RuntimeError("...: invalid_grant")``,
   dropping Microsoft's AADSTS code, and its client-credentials renewal breaks once msal
   has dropped the expired token it reads the scopes from. The override keeps the code
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +43,7 @@ from .errors import (
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
+    MS365CredentialsError,
     ServiceUnavailable,
     StoreUnavailable,
     aadsts_code,
@@ -162,6 +167,7 @@ class PluginConnection(Connection):
         #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
         self.retry_budget = retry_budget()
         self._transports: dict[int, RetryingSession] = {}
+        self._renewing = threading.Lock()
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
@@ -194,12 +200,43 @@ class PluginConnection(Connection):
             self._built_for = client_type
         return self._msal_client
 
+    def oauth_request(self, url: str, method: str, **kwargs: Any) -> Any:
+        """O365's request, after renewing the access token when this process's moment to
+        do so has come (before it expires: see ``coordination.py``)."""
+        if self.session is None:
+            self.session = self.get_session(load_token=True)
+        if self.token_backend.refresh_due(self.username):
+            self._renew_early()
+        return super().oauth_request(url, method, **kwargs)
+
+    def _renew_early(self) -> None:
+        """Renew (one thread at a time); while the access token still works, a failure
+        only postpones the next try to its expiry (the bot goes on; the error comes
+        then, if it lasts)."""
+        with self._renewing:
+            if self.token_backend.refresh_due(self.username):  # not done by another thread
+                self._renew_or_postpone()
+
+    def _renew_or_postpone(self) -> None:
+        token = self.token_backend.get_access_token(username=self.username)
+        try:
+            self.renew()
+        except MS365CredentialsError as exc:
+            if token is None or float(token.get("expires_on", 0)) <= time.time() + 1:
+                raise
+            self.token_backend.schedule.not_before_expiry(token)
+            log.warning("Could not renew the access token before it expires (%s); going "
+                        "on with it, and trying again when it expires in %.0f s", exc,
+                        float(token["expires_on"]) - time.time())
+
     def renew(self) -> None:
         """Get a usable access token: from another process through the store when one
         already refreshed it, else by refreshing (see ``coordination.py``)."""
         if self.token_backend.should_refresh_token(self, username=self.username):
             self.refresh_token()
-        elif self.session is not None:
+            return
+        self.rejected = None  # the token another process stored works
+        if self.session is not None:
             self.update_session_auth_header()
 
     def refresh_token(self) -> bool:
@@ -209,9 +246,7 @@ class PluginConnection(Connection):
         try:
             return self._refresh()
         except Exception:
-            release = getattr(self.token_backend, "release_lease", None)
-            if release is not None:
-                release()
+            self.token_backend.forget_look()
             raise
 
     def _refresh(self) -> bool:
@@ -245,6 +280,7 @@ class PluginConnection(Connection):
                 self.rejected = error
             raise error
         self.refresh_count += 1
+        self.token_backend.schedule.leading = True  # it goes first next time
         self.update_session_auth_header(access_token=result["access_token"])
         if self.store_token_after_refresh:
             self.token_backend.save_token()

@@ -30,6 +30,7 @@ from typing import Any
 from O365.utils.token import BaseTokenBackend
 
 from ._maestro import MaestroVault, check_name
+from .coordination import Schedule, before_refresh
 from .errors import StoreError, StoreUnavailable, TokenFormatError
 from .scopes import RESERVED, permission_name
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 META_KEY = "botcity"
 ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
-#: "0" turns the refresh lease off (one bot alone saves two Maestro requests a refresh).
+#: "0": refresh at expiry without looking at the store first (see coordination.py).
 ENV_COORDINATE = "MS365_COORDINATE_REFRESH"
 DEFAULT_FILENAME = "o365_token.txt"
 _SECTIONS = ("AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata")
@@ -174,20 +175,26 @@ def margin(entry: dict[str, Any]) -> float:
     return max(0.0, min(60.0, lifetime / 10))
 
 
-def fresh_enough(cache: dict[str, Any] | None) -> bool:
-    """Whether the newest access token in ``cache`` is good for a while yet."""
+def newest_access_token(cache: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The access token entry of ``cache`` that expires last (None: there is none)."""
     entries = list((cache or {}).get("AccessToken", {}).values())
     if not entries:
-        return False
-    newest = max(entries, key=lambda e: int(e.get("expires_on", 0) or 0)
-                 if str(e.get("expires_on", "")).isdigit() else 0)
-    return usable_for(cache) > margin(newest)
+        return None
+    return max(entries, key=lambda e: int(e.get("expires_on", 0) or 0)
+               if str(e.get("expires_on", "")).isdigit() else 0)
+
+
+def fresh_enough(cache: dict[str, Any] | None) -> bool:
+    """Whether the newest access token in ``cache`` is good for a while yet."""
+    newest = newest_access_token(cache)
+    return newest is not None and usable_for(cache) > margin(newest)
 
 
 class TokenStore(BaseTokenBackend):
     """Common behaviour of the stores; subclasses read, write and remove the raw text.
 
-    Several processes may share a store. Before a refresh they agree on who refreshes
+    Several processes may share a store. Each renews the access token at a moment of its
+    own before it expires, and first looks whether another already did
     (:mod:`.coordination`, through O365's ``should_refresh_token`` hook); a save never
     replaces a newer stored token with an older one.
     """
@@ -201,11 +208,14 @@ class TokenStore(BaseTokenBackend):
     removal = "remove it"
     #: "public" for a token from the device code flow (refreshed without the secret).
     client_type = "confidential"
-    #: The lease this process holds while it refreshes (see :mod:`.coordination`).
-    holding_lease: str | None = None
-    _lease: dict[str, Any] | None = None
-    _before_lease = ""
-    _peeked = ""
+    #: ``(what the store held,)`` when a refresh was decided on a read (:meth:`look`):
+    #: the save after it checks against that read instead of reading again.
+    _looked: tuple[dict[str, Any] | None] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: When this process renews the access token (see :mod:`.coordination`).
+        self.schedule = Schedule()
 
     # -- the three things a store must do ---------------------------------------------
     def _read(self) -> str | None:
@@ -230,8 +240,6 @@ class TokenStore(BaseTokenBackend):
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
             meta = summarize(cache, self.client_type)
-            if self._lease:
-                meta["refreshing"] = self._lease
             return json.dumps({**cache, META_KEY: meta}, separators=(",", ":"))
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
@@ -262,16 +270,16 @@ class TokenStore(BaseTokenBackend):
                 return False
             if not force and not self._has_state_changed:
                 return True
-            held = self.holding_lease is not None
-            self.holding_lease = None  # the saved token carries no lease: it is released
+            looked, self._looked = self._looked, None
             text = self.serialize()
-        self._save_text(text, recent_ok=held, strict=force)
+        self._save_text(text, strict=force, looked=looked)
         return True
 
-    def _save_text(self, text: str, recent_ok: bool = False, strict: bool = True) -> None:
-        """Write ``text`` unless the store already holds a newer token. While we hold the
-        refresh lease nobody else writes, so the read that confirmed it may serve."""
-        current = self.peek(max_age=2.0 if recent_ok else 0.0)
+    def _save_text(self, text: str, strict: bool = True,
+                   looked: tuple[dict[str, Any] | None] | None = None) -> None:
+        """Write ``text`` unless the store holds a newer token: as read now, or, after a
+        refresh, as read when the refresh was decided (``looked``)."""
+        current = self.peek() if looked is None else looked[0]
         if current and issued_at(current) > issued_at(json.loads(text)):
             log.info("A newer token is already in %s; kept it", self.location)
             return
@@ -279,12 +287,33 @@ class TokenStore(BaseTokenBackend):
         log.debug("Token saved to %s", self.location)
 
     # -- sharing the token between processes (see coordination.py) --------------------
-    def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> bool:
-        if not self.shared or os.environ.get(ENV_COORDINATE, "").strip() == "0":
-            return True
-        from .coordination import before_refresh
+    def coordinating(self) -> bool:
+        return self.shared and os.environ.get(ENV_COORDINATE, "").strip() != "0"
 
-        return before_refresh(self)
+    def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> bool:
+        """O365's hook before a refresh. False: another process's newer token is loaded."""
+        return before_refresh(self) if self.coordinating() else True
+
+    def refresh_due(self, username: str | None = None) -> bool:
+        """Whether this process should renew the access token now: it has expired, or
+        this process's moment in its refresh window has come (see :mod:`.coordination`)."""
+        if not self.has_data:
+            return False
+        token = self.get_access_token(username=username)  # msal drops an expired one
+        if token is None or not self.coordinating():
+            return token is None
+        return self.schedule.due(token)
+
+    def look(self, max_age: float = 0.0) -> dict[str, Any] | None:
+        """:meth:`peek`, remembered as the read a refresh is decided on: the save that
+        follows the refresh checks against it (see :meth:`forget_look`)."""
+        stored = self.peek(max_age)
+        self._looked = (stored,)
+        return stored
+
+    def forget_look(self) -> None:
+        """The refresh failed: the next save reads the store again."""
+        self._looked = None
 
     def cache_snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -294,14 +323,12 @@ class TokenStore(BaseTokenBackend):
         """The token the store holds now, with its ``botcity`` entry; None when there is
         none or it cannot be read as a token (a broken value is never trusted)."""
         text = self._read_fresh(max_age)
-        self._peeked = ""
         if not text or not text.strip():
             return None
         try:
             stored = parse_token(text, self.location)
         except TokenFormatError:
             return None
-        self._peeked = text
         return stored
 
     def adopt(self, stored: dict[str, Any]) -> None:
@@ -311,31 +338,6 @@ class TokenStore(BaseTokenBackend):
             self.client_type = _client_type(data.pop(META_KEY, None))
             self._cache = data
             self._has_state_changed = False
-
-    def write_lease(self, owner: str, until: float) -> None:
-        """Store our token marked "being refreshed by ``owner`` until ``until``"."""
-        with self._lock:
-            # what the store held (msal drops expired entries from memory as it searches)
-            self._before_lease = self._peeked or self.serialize()
-            self._lease = {"by": owner, "until": round(until, 3)}
-            try:
-                text = self.serialize()
-            finally:
-                self._lease = None
-                self._has_state_changed = True
-        self._write(text)
-
-    def release_lease(self) -> None:
-        """After a failed refresh: put back what was stored before our lease (msal may
-        have dropped expired entries from memory meanwhile), so others need not wait
-        the lease out and an operator finds the token as it was."""
-        if self.holding_lease is None:
-            return
-        self.holding_lease = None
-        try:
-            TokenStore._save_text(self, self._before_lease)
-        except StoreError:
-            log.debug("Could not release the refresh lease in %s", self.location)
 
     def delete_token(self) -> bool:
         with self._lock:
@@ -525,9 +527,10 @@ class MaestroTokenStore(TokenStore):
         log.info("Wrote the token saved locally while Maestro was unreachable to %s",
                  self.location)
 
-    def _save_text(self, text: str, recent_ok: bool = False, strict: bool = True) -> None:
+    def _save_text(self, text: str, strict: bool = True,
+                   looked: tuple[dict[str, Any] | None] | None = None) -> None:
         try:
-            super()._save_text(text, recent_ok)
+            super()._save_text(text, looked=looked)
         except StoreError as exc:
             if strict:
                 raise

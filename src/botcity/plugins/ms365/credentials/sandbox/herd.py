@@ -48,22 +48,28 @@ def _per_token(grants: list[Any]) -> list[int]:
     return list(counts.values())
 
 
-def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: float = 5.0,
-             timeout: float = 300.0, coordinate: bool = True) -> HerdResult:
-    """Authorize once, then run ``processes`` bots for as long as ``expiries`` lives of
-    an access token that lives ``lifetime`` seconds (``coordinate=False``: each bot
-    refreshes at expiry without looking at the store, for comparison)."""
+def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: float = 6.0,
+             first_lifetime: float | None = None, timeout: float = 300.0,
+             coordinate: bool = True) -> HerdResult:
+    """Authorize once, then run ``processes`` bots through ``expiries`` expiries: of the
+    token they start on, which lives ``first_lifetime`` seconds (default: twice
+    ``lifetime``, so that every bot has started before its refresh window opens, as bots
+    on Runners start long before an hour-long token's last minutes), then of tokens that
+    live ``lifetime`` seconds; and half a life more. ``coordinate=False``: each bot
+    refreshes at expiry without looking at the store, for comparison."""
     import json
 
     from ..plugin import MS365CredentialsPlugin
 
     sandbox.put_app_credentials(LABEL)
-    sandbox.tenant.access_token_lifetime = int(lifetime)
+    first = first_lifetime or 2 * lifetime
+    sandbox.tenant.access_token_lifetime = int(first)
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         consent=sandbox.consent_redirect)
+    sandbox.tenant.access_token_lifetime = int(lifetime)
     first_issue = time.time()
     sandbox.requests.clear()
-    until = first_issue + (expiries + 0.5) * lifetime
+    until = first_issue + first + (expiries - 0.5) * lifetime
     env = sandbox.process_env(
         BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
         BOTCITY_KEY=sandbox.maestro.key, HERD_UNTIL=str(until),

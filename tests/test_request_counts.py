@@ -108,3 +108,23 @@ def test_a_bot_starting_on_an_expired_token_reuses_its_start_read(stored, maestr
     assert len(stored.token_requests()) == 1
     assert credential_requests(stored, "GET") == 1, "the start's read is the look"
     assert credential_requests(stored, "POST") == 1, "the rotated token"
+
+
+def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
+        stored, maestro, monkeypatch):
+    monkeypatch.setenv("MS365_COORDINATE_REFRESH", "0")
+    stored.tenant.access_token_lifetime = LIFETIME
+    stored.force_expiry()
+    plugin = started(stored, maestro)
+    con = plugin.ms365_account.con
+    token = plugin.token_store.get_access_token(username=con.username)
+    time.sleep(max(0.0, plugin.token_store.schedule.due_at(token) - time.time()) + 0.05)
+    assert not plugin.token_store.refresh_due(con.username), "no early renewal"
+    time.sleep(max(0.0, float(token["expires_on"]) - time.time()) + 0.05)
+    stored.requests.clear()
+
+    plugin.ms365_account.get_current_user_data()
+
+    assert len(stored.token_requests()) == 1
+    assert credential_requests(stored, "GET") == 1, "no look; the save's newest-wins read"
+    assert credential_requests(stored, "POST") == 1

@@ -156,3 +156,24 @@ def test_explicit_consent_wins_over_detection():
     assert choose_mode(None, None, {"MS365_CONSENT": "console"}, io.StringIO()) == "console"
     handler = lambda url: url  # noqa: E731
     assert choose_mode(handler, FakeMaestro(5), {}, None) is handler
+
+
+def test_a_refresh_token_rejected_during_a_run_raises_and_alerts_maestro_once(sandbox,
+                                                                            maestro):
+    sandbox.put_app_credentials("ms365")
+    MS365CredentialsPlugin(maestro=maestro, credential_label="ms365").authenticate(
+        [Scopes.MAIL_READ], consent=sandbox.consent_redirect)
+    sandbox.force_expiry()
+    sandbox.tenant.kill_refresh_tokens("revoked")
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
+
+    with pytest.raises(AuthorizationRequired, match="AADSTS70008"):
+        plugin.ms365_account.get_current_user_data()  # the bot's own Graph call
+
+    [alert] = sandbox.maestro.alerts
+    assert "stopped working" in alert["message"] and "AADSTS70008" in alert["message"]
+    assert "botcity-ms365 login --label ms365 --scopes Mail.Read User.Read" in alert["message"]
+    assert plugin.is_authenticated is False
+    with pytest.raises(AuthorizationRequired):
+        plugin.authenticate(consent="none")
+    assert len(sandbox.maestro.alerts) == 1, "one alert per process"

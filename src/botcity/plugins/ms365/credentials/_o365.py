@@ -168,6 +168,8 @@ class PluginConnection(Connection):
         self.retry_budget = retry_budget()
         self._transports: dict[int, RetryingSession] = {}
         self._renewing = threading.Lock()
+        #: Called when Microsoft rejects the refresh token (a person must sign in again).
+        self.on_rejected: Callable[[AuthorizationRequired], None] | None = None
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
@@ -278,6 +280,8 @@ class PluginConnection(Connection):
             error = authorization_error(result or {}, doing)
             if isinstance(error, AuthorizationRequired):
                 self.rejected = error
+                if self.on_rejected is not None:
+                    self.on_rejected(error)
             raise error
         self.refresh_count += 1
         self.token_backend.schedule.leading = True  # it goes first next time

@@ -142,6 +142,9 @@ class MS365CredentialsPlugin:
             graph_url=_url(graph_url or environ.get(ENV_GRAPH_URL) or _o365.DEFAULT_GRAPH_URL,
                            "graph_url", allow_local_http=True),
         )
+        self._account.con.on_rejected = self._rejected_during_run
+        #: True inside the plugin's own checks, which report a rejection themselves.
+        self._checking = False
         log.info("Microsoft 365 app credentials from %s; token in %s",
                  self._app.source, self._store.location)
 
@@ -267,7 +270,25 @@ class MS365CredentialsPlugin:
         if self._vault is not None:
             self._vault.alert(title, message, error=error, once=once)
 
+    def _rejected_during_run(self, error: AuthorizationRequired) -> None:
+        """Microsoft rejected the refresh token while the bot was working: the bot gets
+        the error; the operator gets one Maestro alert saying what to run."""
+        if self._checking:
+            return
+        command = self._login_command(_o365.granted_permissions(self._account))
+        self._notify("Microsoft 365 authorization required",
+                     f"The token in {self._store.location} stopped working: {error} "
+                     f"Run, on a machine with a browser: {command}", error=True,
+                     once=f"required:{self._store.location}")
+
     def _ensure_usable(self) -> None:
+        self._checking = True
+        try:
+            self._check_usable()
+        finally:
+            self._checking = False
+
+    def _check_usable(self) -> None:
         con = self._account.con
         if con.rejected is not None:
             raise con.rejected

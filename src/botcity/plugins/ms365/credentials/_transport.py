@@ -41,6 +41,11 @@ def retry_after(response: requests.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.5 doubling to 8, +-20%."""
+    return min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+
+
 class RetryingSession(requests.Session):
     """A requests session that retries throttled and failed calls within ``budget`` s."""
 
@@ -49,7 +54,6 @@ class RetryingSession(requests.Session):
         self.budget = budget
         #: What the last call ended with after its retries: a status, or an error name.
         self.gave_up: str | None = None
-        self.retries = 0
 
     def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
@@ -62,7 +66,7 @@ class RetryingSession(requests.Session):
             try:
                 response = super().request(method, url, *args, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+                wait = _backoff(attempt)
                 if time.monotonic() - start + wait > self.budget:
                     self.gave_up = type(exc).__name__
                     raise
@@ -72,12 +76,10 @@ class RetryingSession(requests.Session):
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 asked = retry_after(response)
-                wait = asked if asked is not None else min(8.0, 0.5 * 2 ** (attempt - 1)) * (
-                    random.uniform(0.8, 1.2))  # noqa: S311
+                wait = asked if asked is not None else _backoff(attempt)
                 if time.monotonic() - start + wait > self.budget:
                     self.gave_up = f"HTTP {response.status_code}"
                     return response
                 log.warning("Microsoft's identity platform answered HTTP %d; retrying in "
                             "%.1f s", response.status_code, wait)
-            self.retries += 1
             time.sleep(wait)

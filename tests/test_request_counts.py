@@ -14,7 +14,7 @@ import time
 import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials.coordination import Schedule
+from botcity.plugins.ms365.credentials.coordination import Schedule, window
 
 LABEL = "ms365"
 #: access tokens this short come due (at the earliest draw) 2.4 s before they expire
@@ -88,6 +88,10 @@ def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro
     second = started(stored, stored.maestro_sdk())  # both hold the same token
     until_due(first)
     first.ms365_account.get_current_user_data()  # renews, writes
+    renewed = first.token_store.get_access_token(username=first.ms365_account.con.username)
+    begin, _ = window(renewed)
+    assert first.token_store.schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
+        "the renewer goes first next time: its moment opens the next window")
     stored.requests.clear()
 
     second.ms365_account.get_current_user_data()

@@ -52,15 +52,28 @@ def headless_browser(folder: Path) -> str:
             pytest.fail("chromium is not installed; .ci/run must install it")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     wrapper = folder / "headless-browser"
+    # The page is dumped to a side file and renamed when Chromium is done: the bot may
+    # exit (and the test look) before Chromium has finished writing it.
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'exec "{CHROMIUM}" --headless --no-sandbox --disable-gpu --disable-quic '
+        f'"{CHROMIUM}" --headless --no-sandbox --disable-gpu --disable-quic '
         "--no-first-run --disable-background-networking --disable-component-update "
         "--disable-sync --ignore-certificate-errors "
         f'--user-data-dir="{folder}/chromium-profile" --dump-dom "$1" '
-        f'> "{folder}/page.html" 2>/dev/null\n')
+        f'> "{folder}/page.part" 2>/dev/null\n'
+        f'mv "{folder}/page.part" "{folder}/page.html"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
+
+
+def browser_page(folder: Path) -> str:
+    """The page the headless browser ended on, once it has written all of it."""
+    page = folder / "page.html"
+    end = time.monotonic() + DEADLINE
+    while not page.exists():
+        assert time.monotonic() < end, "the browser never finished loading the page"
+        time.sleep(0.05)
+    return page.read_text()
 
 
 def approve_device_codes(sandbox, stop: threading.Event, approve: bool = True) -> threading.Thread:
@@ -115,7 +128,7 @@ def test_each_way_completes_a_first_authorization(sandbox, tmp_path, way, store)
     assert token["RefreshToken"] and "Mail.Read" in token["botcity"]["permissions"]
     assert token["botcity"]["client"] == ("public" if way == "device_code" else "confidential")
     if way == "browser":
-        page = (tmp_path / "page.html").read_text()
+        page = browser_page(tmp_path)
         assert "Signed in" in page and "You can close this window" in page
         [authorize] = sandbox.requests("identity", path_contains="/authorize")
         assert re.fullmatch(r"http://localhost:\d+", authorize.query["redirect_uri"])
@@ -134,7 +147,7 @@ def test_browser_shows_what_failed_when_consent_is_refused(sandbox, tmp_path):
 
     assert run.returncode == 1
     assert "AuthorizationError" in run.stderr and "access_denied" in run.stderr
-    page = (tmp_path / "page.html").read_text()
+    page = browser_page(tmp_path)
     assert "Sign-in failed" in page and "access_denied" in page
     assert not (tmp_path / "o365_token.txt").exists()
 
@@ -302,7 +315,8 @@ def test_app_only_survives_two_expiries_in_one_process(sandbox):
     assert sandbox.requests("identity", path_contains="/authorize") == []
 
 
-def test_app_only_needs_a_tenant(sandbox):
+def test_app_only_needs_a_tenant(sandbox, monkeypatch):
+    monkeypatch.delenv("MS365_TENANT_ID")
     with pytest.raises(ConfigurationError, match="auth_flow='app' needs the tenant"):
         MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret, auth_flow="app")
     with pytest.raises(ConfigurationError, match="auth_flow must be"):

@@ -29,7 +29,7 @@ def test_demo_tells_the_whole_story_and_succeeds():
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Signed in as bot@contoso.onmicrosoft.com, permissions Mail.Send, User.Read." in out
-    assert "the credential now holds: client_id, client_secret, token." in out
+    assert "the credential now holds: client_id, client_secret, tenant_id, token." in out
     assert out.count("finished SUCCESS") == 2
     assert "Requests to Microsoft's identity platform: 0" in out
     assert ("Refreshes: 1. The rotated token was written back to Maestro: yes; client_id "

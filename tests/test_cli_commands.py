@@ -202,7 +202,8 @@ def test_logout_removes_only_the_token_key(sandbox, logged_in, tmp_path):
     run = cli(maestro_env(sandbox), "logout", "--label", LABEL, cwd=tmp_path)
     assert run.returncode == 0 and "Removed the token" in run.stdout
     assert [i["key"] for i in sandbox.maestro.credentials[LABEL]] == ["client_id",
-                                                                      "client_secret"]
+                                                                      "client_secret",
+                                                                      "tenant_id"]
     again = cli(maestro_env(sandbox), "logout", "--label", LABEL, cwd=tmp_path)
     assert again.returncode == 0 and "No token was stored" in again.stdout
 

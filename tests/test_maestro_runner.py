@@ -116,5 +116,5 @@ def test_token_label_separate_from_the_app_credentials(sandbox, maestro):
     assert json.loads(sandbox.maestro.secret("user-token", "t"))["RefreshToken"]
     assert sandbox.maestro.secret("app", "token") is None
     assert [i["key"] for i in sandbox.maestro.credentials["app"]] == [
-        "client_id", "client_secret"
+        "client_id", "client_secret", "tenant_id"
     ]

@@ -178,7 +178,8 @@ def test_delete_token_removes_only_the_token_key(sandbox, maestro, tmp_path):
     assert store.check_token() is True
     store.delete_token()
     assert [i["key"] for i in sandbox.maestro.credentials[LABEL]] == ["client_id",
-                                                                      "client_secret"]
+                                                                      "client_secret",
+                                                                      "tenant_id"]
 
 
 def test_repr_names_the_place_not_the_token(sandbox, maestro, tmp_path):

@@ -90,11 +90,13 @@ class Sandbox:
         return self.maestro.url
 
     def client_env(self) -> dict[str, str]:
-        """Environment for a bot process: trust the sandbox CA and use its clouds."""
+        """Environment for a bot process: trust the sandbox CA, use its clouds, and sign in
+        to its tenant (the sandbox app is single-tenant, as the portal makes new apps)."""
         return {
             "REQUESTS_CA_BUNDLE": self.ca_file,
             "MS365_AUTHORITY_HOST": self.authority_host,
             "MS365_GRAPH_URL": self.graph_url,
+            "MS365_TENANT_ID": self.tenant.tenant_id,
         }
 
     def process_env(self, **extra: str) -> dict[str, str]:
@@ -111,12 +113,15 @@ class Sandbox:
         sdk.login()
         return sdk
 
-    def put_app_credentials(self, label: str, *, tenant_id: str | None = None) -> None:
-        """Store the sandbox app's client id and secret under ``label`` in Maestro."""
+    def put_app_credentials(self, label: str, *, tenant_id: str | bool = True) -> None:
+        """Store the sandbox app's client id and secret under ``label`` in Maestro, and its
+        tenant as ``tenant_id`` (True: the sandbox tenant's id; False: no key; a string:
+        that value), as the README tells an operator to."""
         self.maestro.put_secret(label, "client_id", self.app.client_id)
         self.maestro.put_secret(label, "client_secret", self.app.secret)
         if tenant_id:
-            self.maestro.put_secret(label, "tenant_id", tenant_id)
+            value = self.tenant.tenant_id if tenant_id is True else str(tenant_id)
+            self.maestro.put_secret(label, "tenant_id", value)
 
     def consent_redirect(self, authorize_url: str) -> str:
         """Do what a person does in the browser: open the consent URL, sign in as the
@@ -130,6 +135,10 @@ class Sandbox:
         if response.status_code != 302 or not location:
             raise RuntimeError(f"the sandbox did not redirect: {response.status_code}")
         return location
+
+    def expire_client_secret(self) -> None:
+        """The app's client secret has expired (Azure AD answers AADSTS7000222)."""
+        self.tenant.expire_client_secret(self.app)
 
     def force_expiry(self, *, token_key: str = "token") -> None:
         """Expire every access token on the server and in every token stored in Maestro."""

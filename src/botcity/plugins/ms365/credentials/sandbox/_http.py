@@ -71,6 +71,8 @@ class Fault:
 
     status: int = 500
     body: Any = None
+    #: answer this text as an HTML page instead of ``body`` as JSON (a proxy's error page)
+    html: str | None = None
     retry_after: float | None = None
     drop: bool = False
     delay: float = 0.0
@@ -222,6 +224,9 @@ class Service:
                             self.connection.shutdown(socket.SHUT_RDWR)
                         except OSError:
                             pass
+                        return
+                    if fault.status and fault.html is not None:
+                        self._send(Reply.text(fault.html, fault.status, "text/html"), request)
                         return
                     if fault.status:
                         body_data = fault.body if fault.body is not None else {

@@ -76,7 +76,7 @@ def run_demo(bot_path: str, timeout: float) -> int:
              f"BotCity Maestro              {sandbox.maestro_url}", indent=4)
 
         _step(2, f"An operator creates the Maestro credential '{DEMO_LABEL}' with the Azure "
-                 "app's client_id and client_secret.")
+                 "app's client_id, client_secret and tenant_id.")
         sandbox.put_app_credentials(DEMO_LABEL)
 
         _step(3, "First authorization, once, on the developer's machine: a person opens the "

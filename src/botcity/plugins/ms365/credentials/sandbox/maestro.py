@@ -49,6 +49,9 @@ class MaestroService(Service):
         self.alerts: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.tasks: dict[int, Task] = {}
+        #: The status a read of a label that does not exist gets. The real server's is not
+        #: documented (the SDK takes any non-2xx as "absent"): tests try 400, 404 and 500.
+        self.missing_label_status = 404
         self._tokens: set[str] = set()
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -132,7 +135,8 @@ class MaestroService(Service):
         return Reply.json({"accessToken": token, "login": self.login})
 
     def _missing(self, label: str) -> Reply:
-        return Reply.json({"message": f"Credential '{label}' not found."}, 404)
+        return Reply.json({"message": f"Credential '{label}' not found."},
+                          self.missing_label_status)
 
     def _get_key(self, request: Request, label: str, key: str) -> Reply:
         value = self.secret(label, key)
@@ -185,9 +189,14 @@ class MaestroService(Service):
 
     def _alert(self, request: Request) -> Reply:
         body = request.json() or {}
+        task_id = str(body.get("taskId") or "")
         with self._lock:
             self.alerts.append({**body, "at": time.time()})
-        return Reply.json({"message": "Alert created.", "type": "success"}, 200)
+            number = len(self.alerts)
+        # the server answers with the alert, its taskId a number (BotCity's JS and C# SDKs)
+        return Reply.json({"id": str(number), "taskId": int(task_id) if task_id.isdigit()
+                           else None, "title": body.get("title"),
+                           "message": body.get("message"), "type": body.get("type")}, 200)
 
     def _get_task(self, request: Request, task_id: str) -> Reply:
         task = self.tasks.get(int(task_id))

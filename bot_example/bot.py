@@ -12,6 +12,7 @@ from botcity.plugins.ms365.outlook import MS365OutlookPlugin
 
 from botcity.plugins.ms365.credentials import (
     AuthorizationRequired,
+    MS365CredentialsError,
     MS365CredentialsPlugin,
     Scopes,
 )
@@ -50,6 +51,12 @@ def main():
     except AuthorizationRequired as exc:
         # Nobody can consent on a Runner: say what a person must do, and fail the task.
         message = f"Microsoft 365 authorization needed: {exc}"
+        print(message)
+        status, done, failed = AutomationTaskFinishStatus.FAILED, 0, 1
+    except MS365CredentialsError as exc:
+        # An expired secret, Maestro or Microsoft down, ...: the message says what to do
+        # (and the plugin has told Maestro when an operator must act).
+        message = f"Microsoft 365: {exc}"
         print(message)
         status, done, failed = AutomationTaskFinishStatus.FAILED, 0, 1
     except Exception as exc:

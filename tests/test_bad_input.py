@@ -269,7 +269,8 @@ def test_wrong_client_secret_at_first_authorization(sandbox):
         plugin.authenticate(consent=sandbox.consent_redirect)
     assert not isinstance(caught.value, AuthorizationRequired)
     assert caught.value.code == "AADSTS7000215"
-    assert "client secret is wrong or expired" in str(caught.value)
+    assert "the client secret is wrong (or it is the secret's ID instead of its Value)" in str(
+        caught.value)
     assert "not-the-secret" not in str(caught.value)
 
 

@@ -79,11 +79,15 @@ class MaestroVault:
                 hint = ("Maestro refused the bot's access: check the login and key (or that "
                         "the Runner's task is still running) and that this workspace may use "
                         f"credential '{label}'")
-            else:
-                return StoreUnavailable(
-                    f"Could not {action} credential '{label}' in {where}: Maestro answered "
-                    f"HTTP {status}; try again, or check Maestro's health.")
-            return StoreError(f"Could not {action} credential '{label}' in {where}: {hint}.")
+                return StoreError(f"Could not {action} credential '{label}' in {where}: "
+                                  f"{hint}.")
+            absent = (" If the credential does not exist yet, create it in Maestro "
+                      "(Orchestrator > Credentials) with at least one key, then try again; "
+                      "otherwise Maestro is failing: try again later, or check its health."
+                      if action == "read" else " Try again, or check Maestro's health.")
+            return StoreUnavailable(
+                f"Could not {action} credential '{label}' in {where}: Maestro answered "
+                f"HTTP {status}.{absent}", status=status)
         if isinstance(exc, requests.Timeout):
             return StoreUnavailable(
                 f"Could not {action} credential '{label}': {where} did not answer in "
@@ -92,10 +96,12 @@ class MaestroVault:
         if isinstance(exc, requests.ConnectionError):
             return StoreUnavailable(
                 f"Could not {action} credential '{label}': {where} is unreachable.")
-        if isinstance(exc, ValueError):  # an answer that is not a credential set
-            return StoreError(
+        if isinstance(exc, (ValueError, AttributeError, TypeError)):
+            # an answer that is not a credential set: a proxy's page, an odd gateway
+            return StoreUnavailable(
                 f"Could not {action} credential '{label}': {where} answered something that "
-                "is not a credential set."
+                "is not a credential set (a proxy or gateway page?). Try again later, or "
+                "check the server address and the machine's proxy."
             )
         if isinstance(exc, RuntimeError):  # the SDK's own checks (version, login)
             return StoreError(f"Could not {action} credential '{label}' in {where}: {exc}")
@@ -110,11 +116,14 @@ class MaestroVault:
         try:
             data = self._sdk._get_credential_by_label(label, raise_exception=True)
         except requests.HTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 404:
+            # Maestro's answer for a label that does not exist is not documented: a client
+            # error (404, 400) means "no such label"; a 5xx may mean that too, or an outage
+            if exc.response is not None and exc.response.status_code in (400, 404):
                 data = None
             else:
                 raise self._fail("read", label, exc) from None
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, AttributeError, TypeError) as exc:
+            # not JSON (a proxy's page), or JSON the SDK cannot read (a list)
             raise self._fail("read", label, exc) from None
         if data is not None and (not isinstance(data, dict)
                                  or not isinstance(data.get("secrets"), list)):
@@ -140,9 +149,17 @@ class MaestroVault:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and
         leaving every other key of the set as it is."""
         check_name("key", key)
-        secrets = self._secrets(label, self.WRITE_BASE_AGE)
+        created = False
         try:
-            if secrets is None:
+            secrets = self._secrets(label, self.WRITE_BASE_AGE)
+        except StoreUnavailable as exc:
+            if (exc.status or 0) < 500:
+                raise
+            secrets, created = self._create_if_absent(label, key, value, exc), True
+        try:
+            if created:
+                pass  # with the key
+            elif secrets is None:
                 self._sdk._create_credential_by_label(
                     label, [{"key": key, "value": value, "valid": True}])
                 secrets = []
@@ -177,9 +194,22 @@ class MaestroVault:
         except (requests.RequestException, ValueError, RuntimeError) as exc:
             self._sets.pop(label, None)  # what Maestro holds now is unknown
             raise self._fail("write", label, exc) from None
-        changed = [item for item in secrets if item.get("key") != key]
+        changed = [item for item in secrets or [] if item.get("key") != key]
         self._sets[label] = [*changed, {"key": key, "value": value, "valid": True}]
         log.debug("Wrote key %r of Maestro credential %r", key, label)
+
+    def _create_if_absent(self, label: str, key: str, value: str,
+                          read_failed: StoreUnavailable) -> list[dict[str, Any]]:
+        """The read of ``label`` got a 5xx, which Maestro may answer for a label that does
+        not exist: creating it tells (it fails when the label exists, or Maestro is
+        down, and then the read's error stands)."""
+        try:
+            self._sdk._create_credential_by_label(
+                label, [{"key": key, "value": value, "valid": True}])
+        except (requests.RequestException, ValueError, RuntimeError, AttributeError):
+            raise read_failed from None
+        log.info("Created Maestro credential %r (reading it had failed)", label)
+        return []
 
     def alert(self, title: str, message: str, *, error: bool = False, once: str = "") -> bool:
         """Raise a Maestro alert on the running task; with ``once``, at most one alert per

@@ -11,8 +11,15 @@ What it changes, and why:
   answered 401;
 - the refresh: O365 turns every refusal into ``RuntimeError("...: invalid_grant")``,
   dropping Microsoft's AADSTS code, and its client-credentials renewal breaks once msal
-  has dropped the expired token it reads the scopes from. The override keeps the code
-  (raising :class:`AuthorizationRequired`) and counts refreshes;
+  has dropped the expired token it reads the scopes from. The override turns Microsoft's
+  answer into the plugin's exception (:func:`.errors.explain`), backs off a request loop
+  (AADSTS50196) and counts refreshes;
+- msal's client: built lazily (its constructor fetches the OpenID configuration); a
+  discovery that fails becomes :class:`ConfigurationError` (no such tenant) or
+  :class:`ServiceUnavailable` (an outage, a proxy's page), never msal's ``ValueError`` or
+  ``MsalServiceError``;
+- signing in: :class:`CodeSignIn` and :class:`DeviceCodeSignIn` keep msal's flow and
+  client together; a sign-in replaces the stored account (a token holds one account);
 - logging: ``O365.connection`` logs ``Authorization: Bearer <token>`` at DEBUG; a filter
   redacts it.
 
@@ -39,14 +46,13 @@ from O365.connection import Connection, MSGraphProtocol
 
 from ._transport import DEFAULT_BUDGET, RetryingSession
 from .errors import (
-    AADSTS_MEANINGS,
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
     MS365CredentialsError,
     ServiceUnavailable,
     StoreUnavailable,
-    aadsts_code,
+    explain,
 )
 from .scopes import RESERVED, permission_name
 
@@ -89,42 +95,6 @@ for _name in ("O365.connection", "O365.utils.token", "msal.application", "msal.t
         logging.getLogger(_name).addFilter(_FILTER)
 
 
-# -- Microsoft errors -> the plugin's errors -------------------------------------------
-def authorization_error(result: dict[str, Any], doing: str) -> AuthorizationError:
-    """An msal error answer as the plugin's exception, with the AADSTS code in plain words."""
-    error = str(result.get("error") or "unknown_error")
-    code = aadsts_code(result.get("error_description"))
-    meaning = AADSTS_MEANINGS.get(code or "", "")
-    told = f" ({code}: {meaning})" if meaning else (f" ({code})" if code else "")
-    if code == "AADSTS7000218":
-        return AuthorizationError(
-            f"Microsoft refused {doing}: {error}{told}. Device code sign-in is a public "
-            "client flow: in the Azure portal, App registrations > your app > "
-            "Authentication, set 'Allow public client flows' to Yes.",
-            error=error, code=code,
-        )
-    if error == "invalid_client":
-        return AuthorizationError(
-            f"Microsoft refused the app's credentials while {doing}: {error}{told}. Check the "
-            "client id and client secret; secrets expire, create a new one in the Azure "
-            "portal (App registrations > Certificates & secrets) and store its Value.",
-            error=error, code=code,
-        )
-    if error in ("authorization_declined", "access_denied"):
-        return AuthorizationError(f"The person declined the sign-in while {doing}{told}.",
-                                  error=error, code=code)
-    if error == "expired_token":
-        return AuthorizationError(f"The device code expired while {doing}; start again.",
-                                  error=error, code=code)
-    if error in ("invalid_grant", "interaction_required", "consent_required"):
-        return AuthorizationRequired(
-            f"Microsoft refused the stored token while {doing}: {error}{told}. A person must "
-            "sign in again to authorize the app.",
-            error=error, code=code,
-        )
-    return AuthorizationError(f"Microsoft refused {doing}: {error}{told}.", error=error, code=code)
-
-
 # -- the seams -------------------------------------------------------------------------
 def _is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
@@ -141,6 +111,12 @@ def graph_protocol(graph_url: str) -> MSGraphProtocol:
         _oauth_scope_prefix = resource + "/"
 
     return GraphProtocol()
+
+
+#: msal's failures that mean "the identity platform did not answer as it should".
+_OUTAGES = (requests.RequestException, MsalServiceError)
+#: How long to wait before retry ``n`` after Azure AD detected a request loop (AADSTS50196).
+_LOOP_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0)
 
 
 class PluginConnection(Connection):
@@ -168,13 +144,17 @@ class PluginConnection(Connection):
         self.retry_budget = retry_budget()
         self._transports: dict[int, RetryingSession] = {}
         self._renewing = threading.Lock()
-        #: Called when Microsoft rejects the refresh token (a person must sign in again).
-        self.on_rejected: Callable[[AuthorizationRequired], None] | None = None
+        #: Called when Microsoft refuses a refresh (a dead refresh token, an expired secret,
+        #: conditional access): the bot cannot go on without a person or an operator.
+        self.on_refused: Callable[[AuthorizationError], None] | None = None
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
 
     def build_msal_client(self, client_type: str) -> Any:
+        """A new msal app. msal's constructor fetches the authority's OpenID configuration;
+        when that fails, the plugin's exception says whether it is the tenant (a setting)
+        or the service (try later)."""
         transport = RetryingSession(self.retry_budget)
         transport.verify = self.verify_ssl
         transport.proxies = self.proxy
@@ -187,12 +167,36 @@ class PluginConnection(Connection):
             "instance_discovery": None if self.authority_host == DEFAULT_AUTHORITY_HOST
             else False,
         }
-        if client_type == "public":
-            client = PublicClientApplication(**options)
-        else:
-            client = ConfidentialClientApplication(client_credential=self.auth[1], **options)
+        try:
+            if client_type == "public":
+                client = PublicClientApplication(**options)
+            else:
+                client = ConfidentialClientApplication(client_credential=self.auth[1],
+                                                       **options)
+        except ValueError:  # msal: discovery answered 4xx, or not JSON
+            raise self._discovery_failed(transport) from None
+        except (*_OUTAGES, KeyError) as exc:  # 5xx, unreachable, a document without endpoints
+            raise ServiceUnavailable(
+                f"Microsoft's identity platform at {self.authority_host} did not answer its "
+                f"OpenID configuration for tenant '{self.tenant_id}' "
+                f"({transport.gave_up or type(exc).__name__}): an outage or a network "
+                "problem. Try again later.") from None
         self._transports[id(client)] = transport
         return client
+
+    def _discovery_failed(self, transport: RetryingSession) -> MS365CredentialsError:
+        status, code = transport.last_get or (0, None)
+        if 400 <= status < 500:
+            return ConfigurationError(
+                f"The tenant '{self.tenant_id}' is not known to {self.authority_host} "
+                f"(HTTP {status}{', ' + code if code else ''}: no such tenant in this "
+                "cloud). Set tenant_id (or MS365_TENANT_ID, or the key tenant_id of the "
+                "Maestro credential) to the Directory (tenant) ID or domain shown on the "
+                "app's Overview page in the Azure portal.")
+        return ServiceUnavailable(
+            f"{self.authority_host} answered the OpenID configuration of tenant "
+            f"'{self.tenant_id}' with HTTP {status} and a page that is not Microsoft's "
+            "(a proxy or an outage). Try again later, or check the machine's proxy.")
 
     @property
     def msal_client(self) -> Any:
@@ -233,7 +237,23 @@ class PluginConnection(Connection):
 
     def renew(self) -> None:
         """Get a usable access token: from another process through the store when one
-        already refreshed it, else by refreshing (see ``coordination.py``)."""
+        already refreshed it, else by refreshing (see ``coordination.py``). When Azure AD
+        detects a request loop (AADSTS50196: throttling, the token is fine), wait and look
+        again, within the retry budget: another bot has often renewed meanwhile."""
+        deadline = time.monotonic() + self.retry_budget
+        for wait in (*_LOOP_BACKOFF, None):
+            try:
+                self._renew_once()
+                return
+            except ServiceUnavailable as exc:
+                if exc.code != "AADSTS50196" or wait is None or (
+                        time.monotonic() + wait > deadline):
+                    raise
+                log.warning("Microsoft throttles a request loop (AADSTS50196); looking again "
+                            "in %.0f s", wait)
+                time.sleep(wait)
+
+    def _renew_once(self) -> None:
         if self.token_backend.should_refresh_token(self, username=self.username):
             self.refresh_token()
             return
@@ -268,20 +288,29 @@ class PluginConnection(Connection):
             doing = "refreshing the access token"
             scopes = self.token_backend.get_token_scopes(username=self.username,
                                                          remove_reserved=True)
-            accounts = self.msal_client.get_accounts(username=self.username)
-            if not accounts or not scopes:
+            if not scopes:
                 raise AuthorizationRequired(
                     "The stored token has no refresh token for the signed-in account. "
-                    "A person must sign in again to authorize the app."
-                )
-            result = self._call(doing, lambda client: client.acquire_token_silent_with_error(
-                scopes=scopes, account=accounts[0], force_refresh=True))
+                    "A person must sign in again to authorize the app.")
+
+            def silent(client: Any) -> Any:
+                accounts = client.get_accounts(username=self.username)
+                if not accounts:
+                    return None
+                return client.acquire_token_silent_with_error(
+                    scopes=scopes, account=accounts[0], force_refresh=True)
+
+            result = self._call(doing, silent)
+            if result is None:
+                raise AuthorizationRequired(
+                    "The stored token has no refresh token for the signed-in account. "
+                    "A person must sign in again to authorize the app.")
         if not result or "access_token" not in result:
-            error = authorization_error(result or {}, doing)
+            error = explain(result or {}, doing)
             if isinstance(error, AuthorizationRequired):
                 self.rejected = error
-                if self.on_rejected is not None:
-                    self.on_rejected(error)
+            if isinstance(error, AuthorizationError) and self.on_refused is not None:
+                self.on_refused(error)
             raise error
         self.refresh_count += 1
         self.token_backend.schedule.leading = True  # it goes first next time
@@ -290,16 +319,15 @@ class PluginConnection(Connection):
             self.token_backend.save_token()
         return True
 
-
     def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
         """Run an msal call; when the identity platform kept failing past the retry
-        budget, raise ServiceUnavailable (and start over with a new msal client, which
-        would otherwise answer from its memory of the failure)."""
+        budget, raise ServiceUnavailable. After a failure the msal client is built anew:
+        msal remembers failed requests (a 400 for a minute) and would answer from that."""
         client = self.msal_client
         transport = self._transports.get(id(client))
         try:
             result = call(client)
-        except (requests.RequestException, MsalServiceError) as exc:
+        except _OUTAGES as exc:
             self._msal_client = None
             what = (transport.gave_up if transport is not None and transport.gave_up
                     else type(exc).__name__)
@@ -307,9 +335,10 @@ class PluginConnection(Connection):
                 f"Microsoft's identity platform answered {what} for "
                 f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
                 "Try again later.") from None
+        if isinstance(result, dict) and "error" in result:
+            self._msal_client = None
         gave_up = transport.gave_up if transport is not None else None
         if gave_up and (not result or "access_token" not in result):
-            self._msal_client = None
             raise ServiceUnavailable(
                 f"Microsoft's identity platform answered {gave_up} for "
                 f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
@@ -354,50 +383,133 @@ def graph_scopes(account: Account, permissions: frozenset[str]) -> list[str]:
     return sorted(account.protocol.prefix_scope(p) for p in permissions)
 
 
-def authorization_url(account: Account, permissions: frozenset[str],
-                      redirect_uri: str | None = None) -> tuple[str, dict[str, Any], str]:
-    """Start the authorization-code flow: the URL a person opens, msal's flow state,
-    and the redirect URI Microsoft will send the browser back to."""
-    con = account.con
-    client = con.build_msal_client("confidential")
-    redirect = redirect_uri or con.oauth_redirect_url
-    with warnings.catch_warnings():
-        # msal recommends response_mode=form_post, which a pasted address cannot carry
-        warnings.filterwarnings("ignore", message="response_mode='form_post'")
-        flow = client.initiate_auth_code_flow(
-            scopes=graph_scopes(account, permissions), redirect_uri=redirect
-        )
-    flow["_client"] = client
-    return flow["auth_uri"], flow, redirect
-
-
+# -- a person signs in -------------------------------------------------------------------
 def _signed_in(account: Account, result: dict[str, Any], client_type: str) -> str:
-    """After Microsoft issued tokens: select the account, update the session, save."""
+    """After Microsoft issued tokens: keep only the account that signed in (a token holds
+    one account), select it, update the session, save; return its username."""
     con = account.con
-    con.token_backend.client_type = client_type
+    store = con.token_backend
+    store.client_type = client_type
     claims = result.get("id_token_claims") or {}
     if claims.get("oid") and claims.get("tid"):
-        con._set_username_from_token_backend(home_account_id=f"{claims['oid']}.{claims['tid']}")
+        home = f"{claims['oid']}.{claims['tid']}"
+        store.keep_only_account(home)
+        con._username = None
+        con._set_username_from_token_backend(home_account_id=home)
     if con.session is not None:
         con.update_session_auth_header(access_token=result["access_token"])
     con.rejected = None
-    con.token_backend.save_token(force=True)
+    store.save_token(force=True)
     return str(con.username or claims.get("preferred_username") or "")
 
 
-def redeem_code(account: Account, flow: dict[str, Any], auth_response: dict[str, str]) -> str:
-    """Exchange the code Microsoft sent back for tokens, save them, return the username."""
-    client = flow.pop("_client")
+def _redeem(account: Account, client: Any, call: Callable[[], Any], doing: str,
+            client_type: str) -> str:
+    con = account.con
+    transport = con._transports.get(id(client))
     try:
-        result = client.acquire_token_by_auth_code_flow(flow, auth_response)
-    except ValueError as exc:  # msal: state mismatch or missing
-        raise AuthorizationError(
-            f"The authorization answer does not belong to this sign-in ({exc}). "
-            "Start the authorization again."
-        ) from None
+        result = call()
+    except _OUTAGES as exc:
+        raise ServiceUnavailable(
+            f"Microsoft's identity platform answered "
+            f"{(transport.gave_up if transport else None) or type(exc).__name__} while "
+            f"{doing}. Try again later.") from None
     if "access_token" not in result:
-        raise authorization_error(result, "redeeming the authorization code")
-    return _signed_in(account, result, "confidential")
+        raise explain(result, doing)
+    return _signed_in(account, result, client_type)
+
+
+class CodeSignIn:
+    """One authorization-code sign-in: the URL a person opens, and the redemption of the
+    code Microsoft sends the browser back with. ``prompt="select_account"`` lets the
+    person pick (or add) an account; ``claims`` is a conditional-access challenge that
+    the sign-in must satisfy."""
+
+    def __init__(self, account: Account, permissions: frozenset[str],
+                 redirect_uri: str | None = None, *, prompt: str | None = None,
+                 claims: str | None = None) -> None:
+        self._account = account
+        con = account.con
+        self._client = con.build_msal_client("confidential")
+        self.redirect_uri = redirect_uri or con.oauth_redirect_url
+        with warnings.catch_warnings():
+            # msal recommends response_mode=form_post, which a pasted address cannot carry
+            warnings.filterwarnings("ignore", message="response_mode='form_post'")
+            self._flow = self._client.initiate_auth_code_flow(
+                scopes=graph_scopes(account, permissions), redirect_uri=self.redirect_uri,
+                prompt=prompt, claims_challenge=claims)
+        self.url: str = self._flow["auth_uri"]
+        self.state: str = self._flow["state"]
+
+    def redeem(self, answer: dict[str, str]) -> str:
+        """Exchange the code for tokens, save them, return the username."""
+        doing = "redeeming the authorization code"
+
+        def call() -> Any:
+            try:
+                return self._client.acquire_token_by_auth_code_flow(self._flow, answer)
+            except ValueError as exc:  # msal: state mismatch or missing
+                raise AuthorizationError(
+                    f"The authorization answer does not belong to this sign-in ({exc}). "
+                    "Start the authorization again.") from None
+
+        try:
+            return _redeem(self._account, self._client, call, doing, "confidential")
+        except AuthorizationError as exc:
+            if exc.code in ("AADSTS70008", "AADSTS54005"):
+                raise AuthorizationError(
+                    "The sign-in took too long, or its address was used already: Microsoft "
+                    "accepts the code in the address for 10 minutes, once "
+                    f"({exc.code}). Start again, and paste the address right after you "
+                    "accept.", error=exc.error, code=exc.code) from None
+            raise
+
+
+class DeviceCodeSignIn:
+    """One device-code sign-in (a public-client flow: no secret is sent): the code a person
+    enters at ``verification_uri``, and the wait until they do."""
+
+    def __init__(self, account: Account, permissions: frozenset[str], *,
+                 claims: str | None = None) -> None:
+        self._account = account
+        self._client = account.con.build_msal_client("public")
+        flow = self._client.initiate_device_flow(
+            scopes=graph_scopes(account, permissions), claims_challenge=claims)
+        if "user_code" not in flow:
+            raise explain(flow, "starting the device code sign-in")
+        self._flow = flow
+        self.verification_uri: str = flow["verification_uri"]
+        self.user_code: str = flow["user_code"]
+        self.expires_in = float(flow.get("expires_in", 900))
+
+    def finish(self, timeout: float, tick: Callable[[float], None] | None = None) -> str:
+        """Poll (at Microsoft's interval) until the person signs in, refuses, or
+        ``timeout`` seconds pass; save the token; return the username. ``tick(seconds
+        left)`` is called about once a second while waiting."""
+        flow = self._flow
+        microsofts = float(flow.get("expires_at", 0))
+        flow["expires_at"] = min(microsofts, time.time() + timeout)
+        why = (f"within {timeout:.0f} s" if flow["expires_at"] < microsofts else
+               f"before the code expired (Microsoft's codes last {self.expires_in:.0f} s); "
+               "start again")
+
+        def stop_polling(state: dict[str, Any]) -> bool:
+            left = float(state.get("expires_at", 0)) - time.time()
+            if tick is not None and left > 0:
+                tick(left)
+            return left <= 0
+
+        def call() -> Any:
+            result = self._client.acquire_token_by_device_flow(flow,
+                                                               exit_condition=stop_polling)
+            if result.get("error") == "authorization_pending":  # our deadline came first
+                raise AuthorizationError(
+                    f"Nobody completed the device code sign-in {why}.",
+                    error="authorization_pending")
+            return result
+
+        return _redeem(self._account, self._client, call,
+                       "waiting for the device code sign-in", "public")
 
 
 def redeem_refresh_token(account: Account, refresh_token: str, permissions: frozenset[str]
@@ -407,48 +519,14 @@ def redeem_refresh_token(account: Account, refresh_token: str, permissions: froz
     client = account.con.build_msal_client("confidential")
     scopes = graph_scopes(account, permissions) if permissions else [
         account.protocol.prefix_scope(".default")]
-    result = client.acquire_token_by_refresh_token(refresh_token, scopes=scopes)
-    if "access_token" not in result:
-        raise authorization_error(result, "redeeming the old refresh token")
-    return _signed_in(account, result, "confidential")
-
-
-def start_device_flow(account: Account, permissions: frozenset[str]) -> dict[str, Any]:
-    """Ask Microsoft for a device code (a public-client flow: no secret is sent)."""
-    client = account.con.build_msal_client("public")
-    flow = client.initiate_device_flow(scopes=graph_scopes(account, permissions))
-    if "user_code" not in flow:
-        raise authorization_error(flow, "starting the device code sign-in")
-    flow["_client"] = client
-    return dict(flow)
-
-
-def finish_device_flow(account: Account, flow: dict[str, Any], timeout: float,
-                       tick: Callable[[float], None] | None = None) -> str:
-    """Poll (at Microsoft's interval) until the person signs in, refuses, or ``timeout``
-    seconds pass; save the token; return the username. ``tick(seconds_left)`` is called
-    about once a second while waiting."""
-    client = flow.pop("_client")
-    flow["expires_at"] = min(float(flow.get("expires_at", 0)), time.time() + timeout)
-
-    def stop_polling(state: dict[str, Any]) -> bool:
-        left = float(state.get("expires_at", 0)) - time.time()
-        if tick is not None and left > 0:
-            tick(left)
-        return left <= 0
-
-    result = client.acquire_token_by_device_flow(flow, exit_condition=stop_polling)
-    if "access_token" not in result:
-        if result.get("error") == "authorization_pending":  # our deadline came first
-            raise AuthorizationError(
-                f"Nobody completed the device code sign-in within {timeout:.0f} s.",
-                error="authorization_pending")
-        raise authorization_error(result, "waiting for the device code sign-in")
-    return _signed_in(account, result, "public")
+    return _redeem(account, client,
+                   lambda: client.acquire_token_by_refresh_token(refresh_token, scopes=scopes),
+                   "redeeming the old refresh token", "confidential")
 
 
 # -- facts about the loaded token ------------------------------------------------------
 def granted_permissions(account: Account) -> frozenset[str]:
+    """The Graph permissions of the loaded token, in Microsoft's casing."""
     scopes = account.con.token_backend.get_token_scopes(username=account.con.username) or []
     return frozenset(permission_name(s) for s in scopes) - RESERVED
 

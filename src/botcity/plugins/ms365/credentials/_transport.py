@@ -2,7 +2,8 @@
 
 msal takes this session as its ``http_client`` (a documented msal parameter). A 429 or
 5xx answer, or a connection that fails, is retried after the ``Retry-After`` the server
-asked for (else an exponential backoff with jitter) until ``budget`` seconds have gone;
+asked for or an exponential backoff with jitter, whichever is longer, until ``budget``
+seconds have gone;
 then msal gets the last answer and the plugin raises ``ServiceUnavailable``. Retrying
 here, below msal, also keeps msal's memory of failed requests (which answers an
 identical request from cache for up to a minute) from hiding a recovered server.
@@ -46,6 +47,16 @@ def _backoff(attempt: int) -> float:
     return min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
 
 
+def _aadsts(response: requests.Response) -> str | None:
+    """The AADSTS code of an error answer, if it is Azure AD's JSON."""
+    try:
+        data = response.json()
+        codes = data.get("error_codes") if isinstance(data, dict) else None
+    except ValueError:
+        return None
+    return f"AADSTS{codes[0]}" if isinstance(codes, list) and codes else None
+
+
 class RetryingSession(requests.Session):
     """A requests session that retries throttled and failed calls within ``budget`` s."""
 
@@ -54,6 +65,9 @@ class RetryingSession(requests.Session):
         self.budget = budget
         #: What the last call ended with after its retries: a status, or an error name.
         self.gave_up: str | None = None
+        #: The status and AADSTS code of the last GET (msal's discovery), to tell a tenant
+        #: that does not exist from an outage when msal only says ``ValueError``.
+        self.last_get: tuple[int, str | None] | None = None
 
     def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
@@ -73,10 +87,14 @@ class RetryingSession(requests.Session):
                 log.warning("Microsoft's identity platform is unreachable (%s); retrying in "
                             "%.1f s", type(exc).__name__, wait)
             else:
+                if str(method).upper() == "GET":
+                    self.last_get = (response.status_code, _aadsts(response)
+                                     if response.status_code >= 400 else None)
                 if response.status_code not in RETRY_STATUSES:
                     return response
-                asked = retry_after(response)
-                wait = asked if asked is not None else _backoff(attempt)
+                # what the server asked for, but never less than the backoff: a
+                # "Retry-After: 0" must not become a hot loop
+                wait = max(retry_after(response) or 0.0, _backoff(attempt))
                 if time.monotonic() - start + wait > self.budget:
                     self.gave_up = f"HTTP {response.status_code}"
                     return response

@@ -145,8 +145,8 @@ def _human_time(iso: str | None, *, future: bool) -> str:
 def cmd_login(args: argparse.Namespace) -> int:
     maestro = _maestro(args)
     plugin = _plugin(args, maestro)
-    plugin.authenticate(args.scopes, consent=args.consent, force=args.force,
-                        progress=_countdown(args.quiet))
+    plugin.sign_in(args.scopes, consent=args.consent, select_account=args.force,
+                   progress=_countdown(args.quiet))
     summary = plugin.token_store.summary()
     if sys.stderr.isatty() and not args.quiet:
         sys.stderr.write("\n")
@@ -343,14 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     login = commands.add_parser(
         "login", parents=[connection, app, quiet], help="sign in once and store the token",
         description="A person signs in to Microsoft 365 and consents; the token is stored "
-        "in Maestro (or the token file) for every Runner.")
+        "in Maestro (or the token file) for every Runner. It always signs in, even when a "
+        "token is stored (so it repairs one Microsoft revoked), asking for --scopes plus "
+        "the permissions the stored token has.")
     login.add_argument("--scopes", nargs="+", default=["basic"], metavar="SCOPE",
                        help="Scopes names (mail_read_write, files_read_write_all, ...) or "
                        "Graph permissions (Calendars.ReadWrite); default: basic")
     login.add_argument("--consent", choices=["console", "browser", "device_code"],
                        default="console", help="how to sign in (default: %(default)s)")
     login.add_argument("--force", action="store_true",
-                       help="sign in again even if a usable token is stored")
+                       help="let the person choose the account (Microsoft's account picker): "
+                       "to sign in another account, which replaces the stored one")
     login.set_defaults(func=cmd_login)
 
     status = commands.add_parser(

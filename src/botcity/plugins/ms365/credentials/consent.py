@@ -33,11 +33,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from . import _o365
-from .errors import AuthorizationError, AuthorizationRequired, ConfigurationError
+from .errors import (
+    AuthorizationError,
+    AuthorizationRequired,
+    ConfigurationError,
+    MS365CredentialsError,
+    aadsts_code,
+    explain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +151,14 @@ def parse_redirect(text: str, redirect_uri: str, state: str) -> dict[str, str]:
             "That address belongs to another sign-in (its state does not match). Open the "
             "URL shown above, sign in, and paste the address you land on."
         )
-    if "error" in query:
+    if query.get("error") == "access_denied":
+        code = aadsts_code(query.get("error_description"))
         raise AuthorizationError(
-            f"Consent was not given: {query['error']}. "
-            f"{query.get('error_description', '').split(' Trace ID')[0]}",
-            error=query["error"],
-        )
+            f"Consent was not given: access_denied ({code or 'no code'}: the person declined "
+            "or cancelled the sign-in). Sign in again and accept.", error="access_denied",
+            code=code)
+    if "error" in query:
+        raise explain(query, "the sign-in")
     if not query.get("code"):
         raise AuthorizationError("That address has no authorization code. Paste the address "
                                  "of the page you land on after you accept.")
@@ -198,7 +208,7 @@ class RedirectListener:
 
         self._done = threading.Event()
         self._answer: dict[str, str] | None = None
-        self._error: AuthorizationError | None = None
+        self._error: MS365CredentialsError | None = None
         self.state = ""
         listener = self
 
@@ -218,7 +228,7 @@ class RedirectListener:
                     self._page(200, "Signed in",
                                "The bot received the authorization. You can close this "
                                "window.")
-                except AuthorizationError as exc:
+                except MS365CredentialsError as exc:
                     listener._error = exc
                     self._page(400, "Sign-in failed", html.escape(str(exc)))
                 listener._done.set()
@@ -284,43 +294,94 @@ def _open_browser(url: str) -> None:
     threading.Thread(target=run, name="ms365-browser", daemon=True).start()
 
 
-def obtain(
-    mode: str | ConsentHandler,
-    account: Any,
-    permissions: frozenset[str],
-    *,
-    notify: Notify,
-    timeout: float,
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
-    tick: Callable[[float], None] | None = None,
-) -> str:
-    """Have a person consent to ``permissions`` in the way ``mode`` names; store the token;
-    return the signed-in user's name. ``tick(seconds_left)`` is called about once a
-    second while the browser or device-code way waits (the CLI shows a countdown)."""
-    out = stdout or sys.stdout
-    if mode == "device_code":
-        flow = _o365.start_device_flow(account, permissions)
-        message = (f"To let the bot use Microsoft 365, open {flow['verification_uri']} and "
-                   f"enter the code {flow['user_code']} (valid for "
-                   f"{min(timeout, float(flow.get('expires_in', timeout))) / 60:.0f} minutes).")
-        out.write(f"\n{message}\nWaiting for the sign-in...\n")
-        out.flush()
-        notify("Microsoft 365 sign-in needed", message)
-        return _o365.finish_device_flow(account, flow, timeout, tick)
-    if mode == "browser":
+@dataclass
+class Ask:
+    """What one sign-in asks of a person, and how to reach them."""
+
+    account: Any
+    permissions: frozenset[str]
+    notify: Notify
+    timeout: float
+    #: ``"select_account"``: let the person pick (or add) another account
+    prompt: str | None = None
+    #: a conditional-access challenge from Microsoft the sign-in must satisfy
+    claims: str | None = None
+    stdin: TextIO | None = None
+    stdout: TextIO | None = None
+    tick: Callable[[float], None] | None = None
+
+    @property
+    def out(self) -> TextIO:
+        return self.stdout or sys.stdout
+
+
+class ConsentWay:
+    """One way a person signs in and consents: :meth:`obtain` stores the token and
+    returns the signed-in user's name."""
+
+    def obtain(self, ask: Ask) -> str:
+        raise NotImplementedError
+
+
+class ConsoleConsent(ConsentWay):
+    """Print the URL; read the address the browser landed on, pasted at the console."""
+
+    def obtain(self, ask: Ask) -> str:
+        sign_in = _o365.CodeSignIn(ask.account, ask.permissions, prompt=ask.prompt,
+                                   claims=ask.claims)
+        answer = console_consent(sign_in.url, sign_in.redirect_uri, sign_in.state,
+                                 stdin=ask.stdin, stdout=ask.out)
+        return sign_in.redeem(answer)
+
+
+class CallableConsent(ConsentWay):
+    """Your own way: ``handler(url)`` returns the address the browser landed on."""
+
+    def __init__(self, handler: ConsentHandler) -> None:
+        self.handler = handler
+
+    def obtain(self, ask: Ask) -> str:
+        sign_in = _o365.CodeSignIn(ask.account, ask.permissions, prompt=ask.prompt,
+                                   claims=ask.claims)
+        answer = parse_redirect(self.handler(sign_in.url), sign_in.redirect_uri,
+                                sign_in.state)
+        return sign_in.redeem(answer)
+
+
+class BrowserConsent(ConsentWay):
+    """Open the system browser; take the code from its redirect to a local listener."""
+
+    def obtain(self, ask: Ask) -> str:
         with RedirectListener() as listener:
-            url, flow, redirect_uri = _o365.authorization_url(
-                account, permissions, listener.redirect_uri)
-            out.write(f"\nOpening your browser to sign in to Microsoft 365. If it does not "
-                      f"open, visit:\n\n{url}\n\nWaiting up to {timeout:.0f} s...\n")
-            out.flush()
-            _open_browser(url)
-            answer = listener.wait(flow["state"], timeout, tick)
-        return _o365.redeem_code(account, flow, answer)
-    url, flow, redirect_uri = _o365.authorization_url(account, permissions)
+            sign_in = _o365.CodeSignIn(ask.account, ask.permissions, listener.redirect_uri,
+                                       prompt=ask.prompt, claims=ask.claims)
+            ask.out.write(f"\nOpening your browser to sign in to Microsoft 365. If it does "
+                          f"not open, visit:\n\n{sign_in.url}\n\nWaiting up to "
+                          f"{ask.timeout:.0f} s...\n")
+            ask.out.flush()
+            _open_browser(sign_in.url)
+            answer = listener.wait(sign_in.state, ask.timeout, ask.tick)
+        return sign_in.redeem(answer)
+
+
+class DeviceCodeConsent(ConsentWay):
+    """Show a URL and a code (and tell Maestro); wait until the person signs in."""
+
+    def obtain(self, ask: Ask) -> str:
+        sign_in = _o365.DeviceCodeSignIn(ask.account, ask.permissions, claims=ask.claims)
+        message = (f"To let the bot use Microsoft 365, open {sign_in.verification_uri} and "
+                   f"enter the code {sign_in.user_code} (valid for "
+                   f"{min(ask.timeout, sign_in.expires_in) / 60:.0f} minutes).")
+        ask.out.write(f"\n{message}\nWaiting for the sign-in...\n")
+        ask.out.flush()
+        ask.notify("Microsoft 365 sign-in needed", message)
+        return sign_in.finish(ask.timeout, ask.tick)
+
+
+def consent_way(mode: str | ConsentHandler) -> ConsentWay:
+    """The :class:`ConsentWay` a mode (see :data:`MODES`) or a handler function names."""
     if callable(mode):
-        answer = parse_redirect(mode(url), redirect_uri, flow["state"])
-    else:
-        answer = console_consent(url, redirect_uri, flow["state"], stdin=stdin, stdout=out)
-    return _o365.redeem_code(account, flow, answer)
+        return CallableConsent(mode)
+    ways: dict[str, type[ConsentWay]] = {"console": ConsoleConsent, "browser": BrowserConsent,
+                                         "device_code": DeviceCodeConsent}
+    return ways[mode]()

@@ -19,9 +19,14 @@ from O365 import Account
 from . import _o365
 from ._maestro import MaestroVault
 from .app_credentials import AppCredentials, resolve_app_credentials
-from .consent import ConsentHandler, choose_mode, consent_timeout, obtain
-from .errors import AuthorizationRequired, ConfigurationError, StoreUnavailable
-from .scopes import Scopes, resolve_permissions
+from .consent import Ask, ConsentHandler, choose_mode, consent_timeout, consent_way
+from .errors import (
+    AuthorizationError,
+    AuthorizationRequired,
+    ConfigurationError,
+    StoreUnavailable,
+)
+from .scopes import Scopes, missing_permissions, resolve_permissions
 from .stores import (
     FileTokenStore,
     MaestroTokenStore,
@@ -142,7 +147,7 @@ class MS365CredentialsPlugin:
             graph_url=_url(graph_url or environ.get(ENV_GRAPH_URL) or _o365.DEFAULT_GRAPH_URL,
                            "graph_url", allow_local_http=True),
         )
-        self._account.con.on_rejected = self._rejected_during_run
+        self._account.con.on_refused = self._refused
         #: True inside the plugin's own checks, which report a rejection themselves.
         self._checking = False
         log.info("Microsoft 365 app credentials from %s; token in %s",
@@ -190,13 +195,14 @@ class MS365CredentialsPlugin:
     ) -> None:
         """Make sure a token with ``scopes`` (default: ``Scopes.BASIC``) is stored.
 
-        With a usable token that covers ``scopes`` nothing is asked (unless ``force``:
-        consent again, for example to sign in another account). Otherwise a person
+        With a usable token that covers ``scopes`` nothing is asked. Otherwise a person
         consents (to the stored permissions plus the new ones), or, when nobody can,
         :class:`AuthorizationRequired` says what is missing and how to fix it (and, with
-        Maestro connected, one Maestro alert tells the operator). ``progress`` is called
-        about once a second with the seconds left while a browser or device-code
-        sign-in is awaited.
+        Maestro connected, one Maestro alert tells the operator). ``force=True`` has the
+        person sign in again whatever is stored, choosing the account (Microsoft's
+        ``prompt=select_account``): to sign in another account, which then replaces the
+        stored one. ``progress`` is called about once a second with the seconds left
+        while a browser or device-code sign-in is awaited.
 
         App-only (``auth_flow="app"``): gets an app token; ``scopes`` do not apply, the
         app's application permissions are set in its Azure registration.
@@ -205,20 +211,22 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
             return
         wanted = resolve_permissions(scopes)
-        cause: AuthorizationRequired | None = None
-        try:
-            self._ensure_usable()
-            missing = wanted - _o365.granted_permissions(self._account)
-            if not missing and not force:
-                return
-            problem = "lacks the permissions " + ", ".join(sorted(missing)) + "."
-        except AuthorizationRequired as exc:
-            cause, missing = exc, wanted
-            problem = f"cannot be used: {exc}"
-        granted = _o365.granted_permissions(self._account) if self._store.has_data else set()
-        permissions = frozenset(wanted | granted)
-
         mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
+        cause: AuthorizationRequired | None = None
+        if force:
+            problem, missing = "is to be replaced (force=True).", frozenset(wanted)
+        else:
+            try:
+                self._ensure_usable()
+                missing = missing_permissions(wanted, _o365.granted_permissions(
+                    self._account))
+                if not missing:
+                    return
+                problem = "lacks the permissions " + ", ".join(sorted(missing)) + "."
+            except AuthorizationRequired as exc:
+                cause, missing = exc, wanted
+                problem = f"cannot be used: {exc}"
+        permissions = self._with_granted(wanted)
         if mode == "none":
             error = AuthorizationRequired(
                 f"No usable Microsoft 365 token: the token in {self._store.location} "
@@ -228,15 +236,52 @@ class MS365CredentialsPlugin:
                 missing_permissions=tuple(sorted(missing)),
                 error=cause.error if cause else None,
                 code=cause.code if cause else None,
+                claims=cause.claims if cause else None,
             )
             self._notify("Microsoft 365 authorization required", str(error), error=True,
-                         once=f"required:{self._store.location}")
+                         once=self._stopped)
             raise error
-        log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
-        username = obtain(mode, self._account, permissions, notify=self._notify,
-                          timeout=self._timeout, tick=progress)
-        log.info("Authorized %s; token saved to %s", username or "the user",
-                 self._store.location)
+        self._sign_in(mode, permissions, select_account=force,
+                      claims=cause.claims if cause else None, progress=progress)
+
+    def sign_in(
+        self,
+        scopes: Iterable[Scopes | str] | Scopes | str | None = None,
+        consent: str | ConsentHandler | None = None,
+        *,
+        select_account: bool = False,
+        progress: Callable[[float], None] | None = None,
+    ) -> str:
+        """Have a person sign in and consent now, whatever is stored, and store the new
+        token; return the signed-in account. This is what ``botcity-ms365 login`` does, so
+        it also repairs a token Microsoft revoked while its access token still works.
+
+        The person consents to ``scopes`` plus the permissions the stored token already
+        has. When the stored token's refresh was refused by conditional access, its
+        challenge (``claims``) goes with the sign-in. ``select_account`` lets the person
+        choose (or add) the account; a token holds one account, so signing in another
+        replaces the stored one.
+        """
+        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
+        if mode == "none":
+            raise AuthorizationRequired(
+                "A sign-in was asked for, but nobody is here to consent (unattended run). "
+                f"Sign in on a machine with a browser: "
+                f"{self._login_command(self._with_granted(resolve_permissions(scopes)))}")
+        claims = None
+        try:
+            self._ensure_usable()
+        except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
+            claims = exc.claims
+        except StoreUnavailable as exc:
+            if (exc.status or 0) < 500:
+                raise
+            # Maestro may answer 5xx for a credential that does not exist: the save
+            # creates it then, and fails (writing nothing) if it exists
+            log.warning("%s Signing in anyway.", exc)
+        return self._sign_in(mode, self._with_granted(resolve_permissions(scopes)),
+                             select_account=select_account, claims=claims,
+                             progress=progress)
 
     # -- internals --------------------------------------------------------------------
     def _app_while_maestro_is_down(self, exc: StoreUnavailable, tenant_id: str | None,
@@ -250,6 +295,29 @@ class MS365CredentialsPlugin:
             raise exc
         return AppCredentials(client_id, "", tenant_id or "common",
                               "the token saved locally (Maestro is unreachable)")
+
+    @property
+    def _stopped(self) -> str:
+        """The subject of the one alert a process raises when it cannot go on."""
+        return f"stopped:{self._store.location}"
+
+    def _with_granted(self, wanted: frozenset[str]) -> frozenset[str]:
+        """``wanted`` plus what the stored token already holds (a new consent must not
+        take permissions away from other bots of the credential)."""
+        granted = _o365.granted_permissions(self._account) if self._store.has_data else set()
+        return wanted | missing_permissions(granted, wanted)
+
+    def _sign_in(self, mode: str | ConsentHandler, permissions: frozenset[str], *,
+                 select_account: bool, claims: str | None,
+                 progress: Callable[[float], None] | None) -> str:
+        log.info("Asking for consent to %s", ", ".join(sorted(permissions)))
+        ask = Ask(self._account, permissions, notify=self._notify, timeout=self._timeout,
+                  prompt="select_account" if select_account else None, claims=claims,
+                  tick=progress)
+        username = consent_way(mode).obtain(ask)
+        log.info("Authorized %s; token saved to %s", username or "the user",
+                 self._store.location)
+        return username
 
     def _login_command(self, permissions: frozenset[str]) -> str:
         scopes = " ".join(sorted(permissions))
@@ -270,16 +338,23 @@ class MS365CredentialsPlugin:
         if self._vault is not None:
             self._vault.alert(title, message, error=error, once=once)
 
-    def _rejected_during_run(self, error: AuthorizationRequired) -> None:
-        """Microsoft rejected the refresh token while the bot was working: the bot gets
-        the error; the operator gets one Maestro alert saying what to run."""
-        if self._checking:
+    def _refused(self, error: AuthorizationError) -> None:
+        """Microsoft refused a refresh (a dead refresh token, an expired or wrong secret,
+        conditional access): the bot gets the error; the operator gets one Maestro alert
+        per process saying what to do. Inside the plugin's own checks a token a person
+        must renew is reported by :meth:`authenticate`, with more to say."""
+        if isinstance(error, AuthorizationRequired):
+            if self._checking:
+                return
+            command = self._login_command(_o365.granted_permissions(self._account))
+            self._notify("Microsoft 365 authorization required",
+                         f"The token in {self._store.location} stopped working: {error} "
+                         f"Run, on a machine with a browser: {command}", error=True,
+                         once=self._stopped)
             return
-        command = self._login_command(_o365.granted_permissions(self._account))
-        self._notify("Microsoft 365 authorization required",
-                     f"The token in {self._store.location} stopped working: {error} "
-                     f"Run, on a machine with a browser: {command}", error=True,
-                     once=f"required:{self._store.location}")
+        self._notify("Microsoft 365 sign-in refused",
+                     f"The bot cannot renew the Microsoft 365 token in "
+                     f"{self._store.location}: {error}", error=True, once=self._stopped)
 
     def _ensure_usable(self) -> None:
         self._checking = True

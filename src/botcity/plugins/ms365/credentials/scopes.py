@@ -77,13 +77,33 @@ _PERMISSIONS: dict[Scopes, tuple[str, ...]] = {
 #: msal adds these itself; a user who passes them gets them dropped, not doubled.
 RESERVED = frozenset({"openid", "profile", "offline_access", "email"})
 
-_RAW_PERMISSION = re.compile(r"[A-Z][A-Za-z]*(\.[A-Za-z]+)+")
+#: Microsoft's casing of the Graph permissions bots use. Azure AD compares permissions
+#: without regard to case and answers in its own casing; so does the plugin.
+_CASING = {p.lower(): p for p in (
+    *(p for permissions in _PERMISSIONS.values() for p in permissions),
+    "User.Read.All", "User.ReadWrite", "Mail.ReadBasic", "Files.Read", "Files.ReadWrite",
+    "Sites.Manage.All", "Notes.Read", "Notes.ReadWrite", "Notes.ReadWrite.All",
+    "Contacts.ReadWrite.Shared", "Group.Read.All", "Chat.Read", "Chat.ReadWrite",
+    "ChannelMessage.Send", "Team.ReadBasic.All", "offline_access", "openid", "profile",
+    "email",
+)}
+
+_RAW_PERMISSION = re.compile(r"[A-Za-z]+(\.[A-Za-z]+)+")
 _BY_NAME = {m.name.lower(): m for m in Scopes} | {m.value: m for m in Scopes}
 
 
 def permission_name(scope: str) -> str:
-    """``https://graph.microsoft.com/Mail.Read`` -> ``Mail.Read``."""
-    return scope.rsplit("/", 1)[-1] if "://" in scope else scope
+    """``https://graph.microsoft.com/mail.read`` -> ``Mail.Read``: without the resource,
+    in Microsoft's casing when the permission is one the plugin knows."""
+    name = scope.rsplit("/", 1)[-1] if "://" in scope else scope
+    return _CASING.get(name.lower(), name)
+
+
+def missing_permissions(wanted: Iterable[str], granted: Iterable[str]) -> frozenset[str]:
+    """The permissions of ``wanted`` that ``granted`` lacks, compared as Azure AD compares
+    them (without regard to case)."""
+    have = {g.lower() for g in granted}
+    return frozenset(w for w in wanted if w.lower() not in have)
 
 
 def _one(item: object) -> tuple[str, ...]:
@@ -98,7 +118,7 @@ def _one(item: object) -> tuple[str, ...]:
     if member is not None:
         return member.permissions
     name = permission_name(text)
-    if name in RESERVED:
+    if name.lower() in RESERVED:
         return ()
     if _RAW_PERMISSION.fullmatch(name):
         return (name,)

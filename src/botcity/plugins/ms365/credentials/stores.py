@@ -272,14 +272,16 @@ class TokenStore(BaseTokenBackend):
                 return True
             looked, self._looked = self._looked, None
             text = self.serialize()
-        self._save_text(text, strict=force, looked=looked)
+        self._save_text(text, strict=force, looked=looked, replace=force)
         return True
 
     def _save_text(self, text: str, strict: bool = True,
-                   looked: tuple[dict[str, Any] | None] | None = None) -> None:
+                   looked: tuple[dict[str, Any] | None] | None = None,
+                   replace: bool = False) -> None:
         """Write ``text`` unless the store holds a newer token: as read now, or, after a
-        refresh, as read when the refresh was decided (``looked``)."""
-        current = self.peek() if looked is None else looked[0]
+        refresh, as read when the refresh was decided (``looked``). ``replace``: write
+        whatever is stored (a person just signed in: a new consent replaces it)."""
+        current = None if replace else self.peek() if looked is None else looked[0]
         if current and issued_at(current) > issued_at(json.loads(text)):
             log.info("A newer token is already in %s; kept it", self.location)
             return
@@ -338,6 +340,17 @@ class TokenStore(BaseTokenBackend):
             self.client_type = _client_type(data.pop(META_KEY, None))
             self._cache = data
             self._has_state_changed = False
+
+    def keep_only_account(self, home_account_id: str) -> None:
+        """Drop every token of another account: after a sign-in the store holds only the
+        account that signed in (the old account's refresh token is gone)."""
+        with self._lock:
+            for section in ("AccessToken", "RefreshToken", "IdToken", "Account"):
+                entries = self._cache.get(section, {})
+                for key in [k for k, e in entries.items()
+                            if e.get("home_account_id") != home_account_id]:
+                    del entries[key]
+            self._has_state_changed = True
 
     def delete_token(self) -> bool:
         with self._lock:
@@ -488,7 +501,8 @@ class MaestroTokenStore(TokenStore):
             local = self._local()
             if local is None or not fresh_enough(json.loads(local)):
                 raise StoreUnavailable(f"{exc} No still-valid token was saved locally "
-                                       f"either ({self.fallback.path}).") from None
+                                       f"either ({self.fallback.path}).",
+                                       status=exc.status) from None
             log.warning("%s Using the token saved locally at %s (%s) until Maestro is back.",
                         exc, json.loads(local).get(META_KEY, {}).get("saved_at", "?"),
                         self.fallback.path)
@@ -528,9 +542,10 @@ class MaestroTokenStore(TokenStore):
                  self.location)
 
     def _save_text(self, text: str, strict: bool = True,
-                   looked: tuple[dict[str, Any] | None] | None = None) -> None:
+                   looked: tuple[dict[str, Any] | None] | None = None,
+                   replace: bool = False) -> None:
         try:
-            super()._save_text(text, looked=looked)
+            super()._save_text(text, looked=looked, replace=replace)
         except StoreError as exc:
             if strict:
                 raise

@@ -1,0 +1,65 @@
+"""What each of Azure AD's error answers becomes: the plugin's exception, the meaning and
+the fix, without Microsoft's trace lines (unit tests: no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from botcity.plugins.ms365.credentials import (
+    AuthorizationError,
+    AuthorizationRequired,
+    ConfigurationError,
+    ServiceUnavailable,
+)
+from botcity.plugins.ms365.credentials.errors import AADSTS, explain, microsoft_text
+
+KINDS = {"sign_in": AuthorizationRequired, "refused": AuthorizationError,
+         "config": ConfigurationError, "throttled": ServiceUnavailable}
+
+
+def answer(code: str, error: str = "invalid_grant", separator: str = "\r\n", **extra):
+    """An error answer as Azure AD writes it (older answers separate the trace lines with
+    CRLF, newer ones with spaces)."""
+    return {"error": error,
+            "error_description": f"{code}: Microsoft's text.{separator}Trace ID: 1{separator}"
+                                 f"Correlation ID: 2{separator}Timestamp: 2026-12-01 03:25:09Z",
+            "error_codes": [int(code.removeprefix("AADSTS"))], **extra}
+
+
+@pytest.mark.parametrize("code", sorted(AADSTS))
+def test_every_known_code_becomes_its_exception_with_meaning_and_fix(code):
+    known = AADSTS[code]
+    error = explain(answer(code), "refreshing the access token")
+    assert type(error) is KINDS[known.kind]
+    assert code in str(error) and known.meaning in str(error) and known.fix in str(error)
+    assert "Trace ID" not in str(error)
+    if isinstance(error, AuthorizationError):
+        assert error.code == code and error.meaning == known.meaning
+
+
+@pytest.mark.parametrize("separator", ["\r\n", " "])
+def test_the_trace_lines_are_dropped_whatever_separates_them(separator):
+    text = answer("AADSTS9999999", separator=separator)["error_description"]
+    assert microsoft_text(text) == "AADSTS9999999: Microsoft's text."
+    error = explain(answer("AADSTS9999999", separator=separator), "doing it")
+    assert "Microsoft's text" in str(error) and "Trace" not in str(error)
+
+
+@pytest.mark.parametrize("error", ["invalid_grant", "interaction_required"])
+def test_conditional_access_is_a_sign_in_whichever_error_microsoft_names(error):
+    claims = '{"access_token":{"capolids":{"essential":true,"values":["p"]}}}'
+    got = explain(answer("AADSTS53003", error, suberror="message_only", claims=claims), "x")
+    assert isinstance(got, AuthorizationRequired)
+    assert got.claims == claims and got.error == error
+    assert "administrator" in str(got)
+
+
+def test_an_unknown_refusal_of_the_token_asks_for_a_sign_in():
+    got = explain(answer("AADSTS9999999"), "refreshing the access token")
+    assert isinstance(got, AuthorizationRequired) and got.code == "AADSTS9999999"
+
+
+def test_a_request_loop_is_throttling_not_a_dead_token():
+    got = explain(answer("AADSTS50196"), "refreshing the access token")
+    assert isinstance(got, ServiceUnavailable) and got.code == "AADSTS50196"
+    assert "sign in" not in str(got).lower()

@@ -14,7 +14,7 @@ from botcity.plugins.ms365.credentials import (
     MS365CredentialsError,
     MS365CredentialsPlugin,
 )
-from botcity.plugins.ms365.credentials.stores import parse_token
+from botcity.plugins.ms365.credentials.tokens import parse_token
 
 LABEL = "ms365"
 EXAMPLES = 500

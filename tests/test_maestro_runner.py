@@ -86,7 +86,8 @@ def test_after_expiry_exactly_one_refresh_and_the_rotated_token_is_written_back(
     assert sandbox.maestro.secret(LABEL, "client_secret") == sandbox.app.secret
     writes = sandbox.requests("maestro", path_contains=f"/api/v2/credential/{LABEL}",
                               method="POST")
-    assert len(writes) == 1, "the rotated token, and nothing else"
+    assert len(writes) == 2, "the claim on the expired token, then the rotated token"
+    assert "renewing" not in after["botcity"]
 
     # the next Runner uses the written-back token: no refresh
     sandbox.requests.clear()

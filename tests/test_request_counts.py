@@ -2,9 +2,10 @@
 times. Every extra Maestro or token request is paid by every bot run.
 
     warm start                         1 read
-    refresh during a run               1 read + 1 token request + 1 write, no Graph 401
+    refresh during a run (the leader)  1 token request + 1 read + 1 write, no Graph 401
     another bot refreshed already      1 read
-    refresh at start (token expired)   the start's read + 1 token request + 1 write
+    refresh at start (token expired)   the start's read + 1 claim write + 1 read
+                                       + 1 token request + 1 write
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials.coordination import Schedule, window
+from botcity.plugins.ms365.credentials.renewal import Schedule, window
 
 LABEL = "ms365"
 #: access tokens this short come due (at the earliest draw) 2.4 s before they expire
@@ -38,7 +39,9 @@ def started(sandbox, maestro) -> MS365CredentialsPlugin:
     the refresh window."""
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     plugin.authenticate()
+    leading = plugin.token_store.schedule.leading  # it renewed at start: it leads
     plugin.token_store.schedule = Schedule(draw=lambda: 0.0)
+    plugin.token_store.schedule.leading = leading
     return plugin
 
 
@@ -92,6 +95,7 @@ def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro
     begin, _ = window(renewed)
     assert first.token_store.schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
         "the renewer goes first next time: its moment opens the next window")
+    until_due(second)  # a follower: its moment comes after the leader's
     stored.requests.clear()
 
     second.ms365_account.get_current_user_data()
@@ -103,15 +107,18 @@ def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro
     assert [r.status for r in stored.requests("graph")] == [200]
 
 
-def test_a_bot_starting_on_an_expired_token_reuses_its_start_read(stored, maestro):
+def test_a_bot_starting_on_an_expired_token_claims_it_then_renews(stored, maestro):
     stored.force_expiry()
     stored.requests.clear()
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     plugin.authenticate()  # at start: the token in Maestro has expired
 
     assert len(stored.token_requests()) == 1
-    assert credential_requests(stored, "GET") == 1, "the start's read is the look"
-    assert credential_requests(stored, "POST") == 1, "the rotated token"
+    assert credential_requests(stored, "GET") == 2, "the start's read, and the claim's"
+    assert credential_requests(stored, "POST") == 2, "the claim, and the rotated token"
+    token = __import__("json").loads(stored.maestro.secret(LABEL, "token"))
+    assert "renewing" not in token["botcity"], "the renewed token carries no claim"
+    assert plugin.token_store.schedule.leading, "the bot that renewed goes first next time"
 
 
 def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(

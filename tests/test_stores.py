@@ -59,7 +59,7 @@ def test_file_write_is_atomic_and_private(sandbox, tmp_path):
     text = a_token(sandbox, tmp_path)
     target = tmp_path / "out" / "token.txt"
     target.parent.mkdir()
-    target.write_text("old")
+    target.write_text(text)  # an older token, readable by everyone
     os.chmod(target, 0o644)
 
     store = loaded(FileTokenStore(target), text)
@@ -136,7 +136,9 @@ def test_save_adds_then_updates_the_key_and_keeps_the_others(sandbox, maestro, t
         ("GET", f"/api/v2/credential/{LABEL}"), ("POST", f"/api/v2/credential/{LABEL}")]
 
 
-def test_a_label_deleted_meanwhile_is_created_again(sandbox, maestro, tmp_path):
+def test_a_token_removed_meanwhile_is_not_written_back(sandbox, maestro, tmp_path):
+    """An operator deleted the label (or ran logout) while the bot ran: the bot's next
+    save does not bring the token back."""
     text = a_token(sandbox, tmp_path)
     sandbox.maestro.put_secret(LABEL, "token", text)
     store = MaestroTokenStore(MaestroVault(maestro), LABEL)
@@ -144,7 +146,8 @@ def test_a_label_deleted_meanwhile_is_created_again(sandbox, maestro, tmp_path):
     del sandbox.maestro.credentials[LABEL]
     store._has_state_changed = True
     store.save_token()
-    assert sandbox.maestro.secret(LABEL, "token")
+    assert LABEL not in sandbox.maestro.credentials
+    assert store.write_refreshed() == "not written (removed)"
 
 
 def test_a_large_non_ascii_value_round_trips(sandbox, maestro, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -52,21 +53,35 @@ class MaestroVault:
     """Credential sets of one connected ``BotMaestroSDK``.
 
     Reads are kept: ``read(label)`` answers from the last read unless it is older than
-    ``max_age`` seconds. A write changes one key of the set as it was read at most
-    :data:`WRITE_BASE_AGE` seconds before (reading it again if older), so the other keys,
-    and the fields Maestro keeps with each, are written back as they are."""
+    ``max_age`` seconds. A write changes one key of the set as it was last read (callers
+    read just before they write; a read older than :data:`WRITE_BASE_AGE` seconds is made
+    again), so the other keys, and the fields Maestro keeps with each, are written back as
+    an operator last left them. Maestro's API writes whole sets: two writers within a few
+    milliseconds can still lose one write."""
 
     #: How old the read a write is based on may be.
-    WRITE_BASE_AGE = 2.0
+    WRITE_BASE_AGE = 5.0
 
     def __init__(self, maestro: Any) -> None:
         self._sdk = maestro
         self._sets: dict[str, list[dict[str, Any]] | None] = {}
         self._read_at: dict[str, float] = {}
+        self._watchers: dict[str, list[Callable[[dict[str, str]], None]]] = {}
 
     @property
     def server(self) -> str:
         return str(getattr(self._sdk, "server", "") or "?")
+
+    @property
+    def organization(self) -> str:
+        """The workspace (organization label; empty when a Runner gave only three
+        arguments)."""
+        return str(getattr(self._sdk, "organization", "") or "")
+
+    def watch(self, label: str, callback: Callable[[dict[str, str]], None]) -> None:
+        """Call ``callback(values)`` after every read of ``label`` (an operator may have
+        changed a key, such as the client secret, since the last one)."""
+        self._watchers.setdefault(label, []).append(callback)
 
     def __repr__(self) -> str:
         return f"MaestroVault(server={self.server!r})"
@@ -134,16 +149,22 @@ class MaestroVault:
         ]
         self._sets[label] = secrets
         self._read_at[label] = time.monotonic()
+        if secrets is not None:
+            values = self._values(secrets)
+            for callback in self._watchers.get(label, []):
+                callback(values)
         return secrets
+
+    @staticmethod
+    def _values(secrets: list[dict[str, Any]]) -> dict[str, str]:
+        return {str(item["key"]): "" if item.get("value") is None else str(item["value"])
+                for item in secrets}
 
     def read(self, label: str, *, max_age: float | None = None) -> dict[str, str] | None:
         """The keys and values of ``label`` (None when the label does not exist), from a
         read at most ``max_age`` seconds old (``None``: any earlier read will do)."""
         secrets = self._secrets(label, max_age)
-        if secrets is None:
-            return None
-        return {str(item["key"]): "" if item.get("value") is None else str(item["value"])
-                for item in secrets}
+        return None if secrets is None else self._values(secrets)
 
     def write(self, label: str, key: str, value: str) -> None:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and

@@ -29,7 +29,6 @@ What it changes, and why:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -42,8 +41,16 @@ import requests
 from msal import ConfidentialClientApplication, PublicClientApplication
 from msal.exceptions import MsalServiceError
 from O365 import Account
-from O365.connection import Connection, MSGraphProtocol
+from O365.connection import (
+    RETRIES_BACKOFF_FACTOR,
+    RETRIES_STATUS_LIST,
+    Connection,
+    MSGraphProtocol,
+)
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from ._clock import CLOCK
 from ._transport import DEFAULT_BUDGET, RetryingSession
 from .errors import (
     AuthorizationError,
@@ -55,12 +62,12 @@ from .errors import (
     explain,
 )
 from .scopes import RESERVED, permission_name
+from .tokens import fresh_enough
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
-ENV_RETRY_SECONDS = "MS365_RETRY_SECONDS"
 
 # -- log redaction ---------------------------------------------------------------------
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token", "client_secret", "code",
@@ -127,9 +134,11 @@ class PluginConnection(Connection):
 
     _msal_client: Any  # set by O365's Connection.__init__
     session: Any
+    timeout: Any  # seconds a Graph request may wait for an answer (MS365_HTTP_TIMEOUT)
 
     def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
-                 graph_resource: str = DEFAULT_GRAPH_URL + "/", **kwargs: Any) -> None:
+                 graph_resource: str = DEFAULT_GRAPH_URL + "/",
+                 retry_budget: float = DEFAULT_BUDGET, **kwargs: Any) -> None:
         super().__init__(credentials, **kwargs)
         self.authority_host = authority_host.rstrip("/")
         self.graph_resource = graph_resource
@@ -141,7 +150,7 @@ class PluginConnection(Connection):
         self.rejected: AuthorizationRequired | None = None
         self._built_for: str | None = None
         #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
-        self.retry_budget = retry_budget()
+        self.retry_budget = retry_budget
         self._transports: dict[int, RetryingSession] = {}
         self._renewing = threading.Lock()
         #: Called when Microsoft refuses a refresh (a dead refresh token, an expired secret,
@@ -155,7 +164,7 @@ class PluginConnection(Connection):
         """A new msal app. msal's constructor fetches the authority's OpenID configuration;
         when that fails, the plugin's exception says whether it is the tenant (a setting)
         or the service (try later)."""
-        transport = RetryingSession(self.retry_budget)
+        transport = RetryingSession(self.retry_budget, timeout=self.timeout)
         transport.verify = self.verify_ssl
         transport.proxies = self.proxy
         options: dict[str, Any] = {
@@ -206,14 +215,37 @@ class PluginConnection(Connection):
             self._built_for = client_type
         return self._msal_client
 
+    def get_session(self, load_token: bool = False) -> Any:
+        """O365's session, retrying 429/5xx answers and failed connections as O365 does,
+        but not a request that timed out: a server that kept silent for the whole
+        timeout would only be waited for again (each wait ``MS365_HTTP_TIMEOUT``)."""
+        session = super().get_session(load_token=load_token)
+        if self.request_retries:
+            retry = Retry(total=self.request_retries, read=0, connect=self.request_retries,
+                          backoff_factor=RETRIES_BACKOFF_FACTOR,
+                          status_forcelist=RETRIES_STATUS_LIST,
+                          respect_retry_after_header=True)
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, HTTPAdapter(max_retries=retry))
+        return session
+
     def oauth_request(self, url: str, method: str, **kwargs: Any) -> Any:
         """O365's request, after renewing the access token when this process's moment to
-        do so has come (before it expires: see ``coordination.py``)."""
+        do so has come (before it expires: see ``renewal.py``). A request that gets no
+        answer within the timeout raises :class:`ServiceUnavailable`."""
         if self.session is None:
             self.session = self.get_session(load_token=True)
         if self.token_backend.refresh_due(self.username):
             self._renew_early()
-        return super().oauth_request(url, method, **kwargs)
+        try:
+            response = super().oauth_request(url, method, **kwargs)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise ServiceUnavailable(
+                f"Microsoft Graph did not answer {method.upper()} {urlsplit(url).path} "
+                f"({type(exc).__name__}, timeout {self.timeout} s; set MS365_HTTP_TIMEOUT to "
+                "wait longer). Try again later.") from None
+        CLOCK.learn(response.headers.get("Date"))
+        return response
 
     def _renew_early(self) -> None:
         """Renew (one thread at a time); while the access token still works, a failure
@@ -228,23 +260,23 @@ class PluginConnection(Connection):
         try:
             self.renew()
         except MS365CredentialsError as exc:
-            if token is None or float(token.get("expires_on", 0)) <= time.time() + 1:
+            if token is None or float(token.get("expires_on", 0)) <= CLOCK.now() + 1:
                 raise
             self.token_backend.schedule.not_before_expiry(token)
             log.warning("Could not renew the access token before it expires (%s); going "
                         "on with it, and trying again when it expires in %.0f s", exc,
-                        float(token["expires_on"]) - time.time())
+                        float(token["expires_on"]) - CLOCK.now())
 
     def renew(self) -> None:
-        """Get a usable access token: from another process through the store when one
-        already refreshed it, else by refreshing (see ``coordination.py``). When Azure AD
-        detects a request loop (AADSTS50196: throttling, the token is fine), wait and look
-        again, within the retry budget: another bot has often renewed meanwhile."""
+        """Get a usable access token: another bot's through the store, or a refreshed one
+        (see ``renewal.py``). When Azure AD detects a request loop (AADSTS50196:
+        throttling, the token is fine), wait and look again, within the retry budget:
+        another bot has often renewed meanwhile."""
         deadline = time.monotonic() + self.retry_budget
         for wait in (*_LOOP_BACKOFF, None):
             try:
-                self._renew_once()
-                return
+                self.token_backend.renewer.renew(self._request_token)
+                break
             except ServiceUnavailable as exc:
                 if exc.code != "AADSTS50196" or wait is None or (
                         time.monotonic() + wait > deadline):
@@ -252,26 +284,23 @@ class PluginConnection(Connection):
                 log.warning("Microsoft throttles a request loop (AADSTS50196); looking again "
                             "in %.0f s", wait)
                 time.sleep(wait)
-
-    def _renew_once(self) -> None:
-        if self.token_backend.should_refresh_token(self, username=self.username):
-            self.refresh_token()
-            return
-        self.rejected = None  # the token another process stored works
+        self.rejected = None
         if self.session is not None:
             self.update_session_auth_header()
 
     def refresh_token(self) -> bool:
-        """Get a new access token (and rotated refresh token) and save it to the store.
-        App-only connections ask for a new token with the client credentials."""
-        log.debug("Refreshing the access token")
-        try:
-            return self._refresh()
-        except Exception:
-            self.token_backend.forget_look()
-            raise
+        """Get a new access token (and rotated refresh token) now, and write it to the
+        store as after any renewal (``TokenStore.write_refreshed``: its outcome is in
+        ``token_backend.renewer.outcome``). App-only connections ask for a new token with
+        the client credentials."""
+        self._request_token()
+        self.token_backend.schedule.leading = True
+        self.token_backend.renewer.outcome = self.token_backend.write_refreshed()
+        return True
 
-    def _refresh(self) -> bool:
+    def _request_token(self) -> None:
+        """Ask Microsoft for a new token; msal puts it in the store's memory."""
+        log.debug("Refreshing the access token")
         if self.session is None:
             self.session = self.get_session(load_token=True)
         confidential = self._client_type() != "public"
@@ -313,11 +342,7 @@ class PluginConnection(Connection):
                 self.on_refused(error)
             raise error
         self.refresh_count += 1
-        self.token_backend.schedule.leading = True  # it goes first next time
         self.update_session_auth_header(access_token=result["access_token"])
-        if self.store_token_after_refresh:
-            self.token_backend.save_token()
-        return True
 
     def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
         """Run an msal call; when the identity platform kept failing past the retry
@@ -346,25 +371,14 @@ class PluginConnection(Connection):
         return result
 
 
-def retry_budget() -> float:
-    raw = os.environ.get(ENV_RETRY_SECONDS, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_BUDGET
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 3600:
-        raise ConfigurationError(f"{ENV_RETRY_SECONDS} must be seconds from 0 to 3600, "
-                                 f"not {raw!r}.")
-    return value
-
-
 class PluginAccount(Account):
     connection_constructor = PluginConnection
 
 
 def build_account(
     client_id: str, client_secret: str, *, tenant_id: str, token_backend: Any,
-    authority_host: str, graph_url: str, app_only: bool = False,
+    authority_host: str, graph_url: str, timeout: float, retry_budget: float,
+    app_only: bool = False,
 ) -> PluginAccount:
     protocol = graph_protocol(graph_url)
     return PluginAccount(
@@ -375,6 +389,8 @@ def build_account(
         authority_host=authority_host,
         graph_resource=protocol.prefix_scope(""),
         auth_flow_type="credentials" if app_only else "authorization",
+        timeout=timeout,
+        retry_budget=retry_budget,
     )
 
 
@@ -384,7 +400,8 @@ def graph_scopes(account: Account, permissions: frozenset[str]) -> list[str]:
 
 
 # -- a person signs in -------------------------------------------------------------------
-def _signed_in(account: Account, result: dict[str, Any], client_type: str) -> str:
+def _signed_in(account: Account, result: dict[str, Any], client_type: str,
+               save: bool = True) -> str:
     """After Microsoft issued tokens: keep only the account that signed in (a token holds
     one account), select it, update the session, save; return its username."""
     con = account.con
@@ -399,12 +416,13 @@ def _signed_in(account: Account, result: dict[str, Any], client_type: str) -> st
     if con.session is not None:
         con.update_session_auth_header(access_token=result["access_token"])
     con.rejected = None
-    store.save_token(force=True)
+    if save:
+        store.save_token(force=True)
     return str(con.username or claims.get("preferred_username") or "")
 
 
 def _redeem(account: Account, client: Any, call: Callable[[], Any], doing: str,
-            client_type: str) -> str:
+            client_type: str, save: bool = True) -> str:
     con = account.con
     transport = con._transports.get(id(client))
     try:
@@ -416,7 +434,7 @@ def _redeem(account: Account, client: Any, call: Callable[[], Any], doing: str,
             f"{doing}. Try again later.") from None
     if "access_token" not in result:
         raise explain(result, doing)
-    return _signed_in(account, result, client_type)
+    return _signed_in(account, result, client_type, save)
 
 
 class CodeSignIn:
@@ -514,14 +532,14 @@ class DeviceCodeSignIn:
 
 def redeem_refresh_token(account: Account, refresh_token: str, permissions: frozenset[str]
                          ) -> str:
-    """Turn a bare refresh token (an O365 1.x token file) into a full token, saved to the
-    account's store; return the username."""
+    """Turn a bare refresh token (an O365 1.x token file) into a full token in the
+    account's store's memory (the caller writes it); return the username."""
     client = account.con.build_msal_client("confidential")
     scopes = graph_scopes(account, permissions) if permissions else [
         account.protocol.prefix_scope(".default")]
     return _redeem(account, client,
                    lambda: client.acquire_token_by_refresh_token(refresh_token, scopes=scopes),
-                   "redeeming the old refresh token", "confidential")
+                   "redeeming the old refresh token", "confidential", save=False)
 
 
 # -- facts about the loaded token ------------------------------------------------------
@@ -532,16 +550,9 @@ def granted_permissions(account: Account) -> frozenset[str]:
 
 
 def access_token_valid(account: Account) -> bool:
-    """Whether the current access token is good for a while yet (see ``stores.margin``)."""
-    from .stores import margin
-
+    """Whether the current access token is good for a while yet (see ``tokens.margin``)."""
     token = account.con.token_backend.get_access_token(username=account.con.username)
-    if not token:
-        return False
-    try:
-        return int(token.get("expires_on", 0)) > time.time() + margin(token)
-    except (TypeError, ValueError):
-        return False
+    return bool(token) and fresh_enough({"AccessToken": {"held": token}}, CLOCK.now())
 
 
 def has_refresh_token(account: Account) -> bool:

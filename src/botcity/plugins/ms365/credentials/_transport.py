@@ -19,11 +19,14 @@ from typing import Any
 
 import requests
 
+from ._clock import CLOCK, Clock
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_BUDGET = 60.0
-DEFAULT_TIMEOUT = 30.0
+#: Seconds a request may wait for an answer (``MS365_HTTP_TIMEOUT`` overrides).
+DEFAULT_TIMEOUT = 60.0
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -60,9 +63,12 @@ def _aadsts(response: requests.Response) -> str | None:
 class RetryingSession(requests.Session):
     """A requests session that retries throttled and failed calls within ``budget`` s."""
 
-    def __init__(self, budget: float = DEFAULT_BUDGET) -> None:
+    def __init__(self, budget: float = DEFAULT_BUDGET, timeout: float = DEFAULT_TIMEOUT,
+                 clock: Clock = CLOCK) -> None:
         super().__init__()
         self.budget = budget
+        self.timeout = timeout
+        self.clock = clock
         #: What the last call ended with after its retries: a status, or an error name.
         self.gave_up: str | None = None
         #: The status and AADSTS code of the last GET (msal's discovery), to tell a tenant
@@ -71,7 +77,7 @@ class RetryingSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        kwargs.setdefault("timeout", self.timeout)
         start = time.monotonic()
         self.gave_up = None
         attempt = 0
@@ -87,6 +93,7 @@ class RetryingSession(requests.Session):
                 log.warning("Microsoft's identity platform is unreachable (%s); retrying in "
                             "%.1f s", type(exc).__name__, wait)
             else:
+                self.clock.learn(response.headers.get("Date"))
                 if str(method).upper() == "GET":
                     self.last_get = (response.status_code, _aadsts(response)
                                      if response.status_code >= 400 else None)

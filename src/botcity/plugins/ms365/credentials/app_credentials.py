@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 
 from ._maestro import MaestroVault
 from .errors import ConfigurationError
-
-ENV_CLIENT_ID = "MS365_CLIENT_ID"
-ENV_CLIENT_SECRET = "MS365_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
-ENV_TENANT_ID = "MS365_TENANT_ID"
+from .settings import ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_TENANT_ID
 
 
 @dataclass(frozen=True)

@@ -67,28 +67,29 @@ def _maestro(args: argparse.Namespace) -> Any:
     return sdk
 
 
-def _store_spec(spec: str, maestro: Any, key: str) -> Any:
-    """``file:PATH`` or ``maestro:LABEL`` as a token store."""
+def _store_spec(spec: str, maestro: Any, key: str, *, read_only: bool = False) -> Any:
+    """``file:PATH`` or ``maestro:LABEL`` as a token store (``read_only``: one that never
+    writes, not even a token kept on this machine)."""
     from ._maestro import MaestroVault
     from .stores import FileTokenStore, MaestroTokenStore
 
     kind, _, where = spec.partition(":")
     if kind == "file" and where:
-        return FileTokenStore(where)
+        return FileTokenStore(where, read_only=read_only)
     if kind == "maestro" and where:
         if maestro is None:
             raise UsageError(f"{spec} needs a Maestro connection (--server, --login, --key)")
-        return MaestroTokenStore(MaestroVault(maestro), where, key)
+        return MaestroTokenStore(MaestroVault(maestro), where, key, read_only=read_only)
     raise UsageError(f"{spec!r} is not file:PATH or maestro:LABEL")
 
 
-def _token_store(args: argparse.Namespace, maestro: Any) -> Any:
+def _token_store(args: argparse.Namespace, maestro: Any, *, read_only: bool = False) -> Any:
     """The store the options name: the Maestro credential (with a connection) or the file."""
     if maestro is not None and not (args.label or args.token_label):
         raise UsageError("with Maestro, --label names the credential that holds the token")
     spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
             else f"file:{args.token_path or '.'}")
-    return _store_spec(spec, maestro, args.token_key)
+    return _store_spec(spec, maestro, args.token_key, read_only=read_only)
 
 
 def _plugin(args: argparse.Namespace, maestro: Any, **extra: Any) -> Any:
@@ -157,11 +158,22 @@ def cmd_login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: What ``status --check`` says for each outcome of the renewed token's save.
+_CHECKED = {
+    "saved": "the refresh token works; the rotated token was saved",
+    "newer kept": "the refresh token works; a newer token was already stored, and kept",
+    "kept on this machine": "the refresh token works, but the store failed: the rotated "
+                            "token waits on this machine for the next start",
+    "in memory only": "the refresh token works, but the rotated token could not be saved "
+                      "anywhere",
+}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from .scopes import resolve_permissions
+    from .scopes import missing_permissions, resolve_permissions
 
     maestro = _maestro(args)
-    store = _token_store(args, maestro)
+    store = _token_store(args, maestro, read_only=not args.check)
     report: dict[str, Any] = {"store": store.location, "found": store.load_token()}
     problems: list[str] = []
     if not report["found"]:
@@ -171,18 +183,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             plugin = _plugin(args, maestro)
             try:
                 plugin.ms365_account.con.refresh_token()
-                report["check"] = "the refresh token works; the rotated token was saved"
+                report["check"] = _CHECKED.get(
+                    plugin.token_store.renewer.outcome,
+                    f"the refresh token works; {plugin.token_store.renewer.outcome}")
             except AuthorizationRequired as exc:
                 report["check"] = f"rejected by Microsoft ({exc.code or exc.error})"
                 problems.append(str(exc))
             store = plugin.token_store
         report.update(store.summary())
-        report.pop("format", None)
-        report.pop("saved_at", None)
+        for internal in ("format", "saved_at", "generation"):
+            report.pop(internal, None)
         if args.scopes:
             wanted = resolve_permissions(args.scopes)
             report["requested"] = sorted(wanted)
-            report["missing"] = sorted(wanted - set(report["permissions"]))
+            report["missing"] = sorted(missing_permissions(wanted, report["permissions"]))
             if report["missing"]:
                 problems.append("the token lacks " + ", ".join(report["missing"]))
     report["ok"] = not problems
@@ -244,11 +258,33 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _file_plugin(args: argparse.Namespace, path: Path) -> Any:
+    """The plugin on the token file ``path``, with the app's credentials from ``--label``
+    (Maestro), ``--client-id`` or the environment."""
+    from .app_credentials import resolve_app_credentials
+    from .plugin import MS365CredentialsPlugin
+
+    vault = None
+    if args.label:
+        from ._maestro import MaestroVault
+
+        vault = MaestroVault(_maestro(args))
+    app = resolve_app_credentials(
+        args.client_id, os.environ.get("MS365_CLIENT_SECRET") if args.client_id else None,
+        args.tenant_id, vault=vault, label=args.label, environ=os.environ)
+    return MS365CredentialsPlugin(app.client_id, app.client_secret, token_path=path,
+                                  tenant_id=app.tenant_id)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from . import _o365
+    from .persistence import FileText
     from .scopes import RESERVED, permission_name
-    from .stores import FileTokenStore
 
+    if args.token_label or args.token_path:
+        raise UsageError("migrate converts the file it is given, in place: --token-label and "
+                         "--token-path do not apply (then: botcity-ms365 copy --from "
+                         "file:PATH --to maestro:LABEL)")
     path = Path(args.path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -268,15 +304,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     backup = path.with_name(path.name + ".1x-backup")
     if backup.exists():
         backup = path.with_name(f"{path.name}.1x-backup-{int(time.time())}")
-    FileTokenStore(backup)._write(path.read_text(encoding="utf-8"))
-    args.token_path = str(path)
-    plugin = _plugin(args, _maestro(args) if args.label else None)
+    FileText(backup).save(path.read_text(encoding="utf-8"))
+    plugin = _file_plugin(args, path)
     try:
         username = _o365.redeem_refresh_token(plugin.ms365_account, data["refresh_token"],
                                               permissions)
     except MS365CredentialsError as exc:
         raise type(exc)(f"{exc} {path} is unchanged (a copy is in {backup}).") from None
-    summary = plugin.token_store.summary()
+    store = plugin.token_store
+    store.generation = 1
+    store.persistence.save(store.serialize())  # over the 1.x file, which it replaces
+    summary = store.summary()
     _out(f"Migrated {path} to the current format: {username}, "
          f"{', '.join(summary['permissions'])}. The old file is kept as {backup}.")
     return EXIT_OK
@@ -384,8 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate", parents=[connection, app], help="convert an O365 1.x token file",
         description="Convert an O365 1.x token file ({access_token, refresh_token, ...}), "
-        "which O365 2.1 cannot load, to the current format by redeeming its refresh token. "
-        "A backup is written first.")
+        "which O365 2.1 cannot load, to the current format by redeeming its refresh token, "
+        "in place; a backup is written first. Only that file changes: with --label, the "
+        "app's client_id and client_secret come from that Maestro credential, and its "
+        "token is left alone (copy the converted file there with 'botcity-ms365 copy').")
     migrate.add_argument("path", help="the O365 1.x token file")
     migrate.set_defaults(func=cmd_migrate)
 
@@ -425,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except MS365CredentialsError as exc:
         _err(f"error: {exc}")
+        return EXIT_FAILED
+    except OSError as exc:  # a file or folder the command cannot read or write
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _err(f"error: {exc.strerror or exc}{where}. Check the path and its permissions.")
         return EXIT_FAILED
     except subprocess.TimeoutExpired as exc:
         _err(f"error: the bot did not finish within {exc.timeout} s")

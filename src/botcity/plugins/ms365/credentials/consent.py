@@ -46,32 +46,16 @@ from .errors import (
     aadsts_code,
     explain,
 )
+from .settings import ENV_CONSENT
 
 log = logging.getLogger(__name__)
 
-ENV_CONSENT = "MS365_CONSENT"
-ENV_TIMEOUT = "MS365_CONSENT_TIMEOUT"
 MODES = ("console", "browser", "device_code", "none")
 CONSOLE_TRIES = 3
-DEFAULT_TIMEOUT = 300.0
 
 ConsentHandler = Callable[[str], str]
 #: ``notify(title, message)``: tell an operator (a Maestro alert) what a person must do.
 Notify = Callable[[str, str], None]
-
-
-def consent_timeout(environ: Mapping[str, str]) -> float:
-    raw = environ.get(ENV_TIMEOUT, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1
-    if not 0 < value <= 86400:
-        raise ConfigurationError(f"{ENV_TIMEOUT} must be a number of seconds (1 to 86400), "
-                                 f"not {raw!r}.")
-    return value
 
 
 def stdin_is_usable(stdin: TextIO | None) -> bool:

@@ -17,29 +17,23 @@ from urllib.parse import urlsplit
 from O365 import Account
 
 from . import _o365
+from ._clock import CLOCK
 from ._maestro import MaestroVault
 from .app_credentials import AppCredentials, resolve_app_credentials
-from .consent import Ask, ConsentHandler, choose_mode, consent_timeout, consent_way
+from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
     StoreUnavailable,
 )
+from .persistence import Fallback
 from .scopes import Scopes, missing_permissions, resolve_permissions
-from .stores import (
-    FileTokenStore,
-    MaestroTokenStore,
-    MemoryTokenStore,
-    TokenStore,
-    fresh_fallback,
-    summarize,
-)
+from .settings import Settings
+from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
+from .tokens import fresh_enough, identity
 
 log = logging.getLogger(__name__)
-
-ENV_AUTHORITY_HOST = "MS365_AUTHORITY_HOST"
-ENV_GRAPH_URL = "MS365_GRAPH_URL"
 
 
 def _url(value: str, what: str, *, allow_local_http: bool) -> str:
@@ -97,6 +91,7 @@ class MS365CredentialsPlugin:
         auth_flow: str = "delegated",
     ) -> None:
         environ = os.environ
+        self._settings = settings = Settings.from_environ(environ)
         if maestro is not None and not hasattr(maestro, "is_online"):
             raise ConfigurationError(
                 f"maestro must be a BotMaestroSDK, not {type(maestro).__name__}."
@@ -133,21 +128,26 @@ class MS365CredentialsPlugin:
             self._store = MaestroTokenStore(self._vault, token_label, token_key)
         else:
             self._store = FileTokenStore(token_path)
+        self._store.coordinate = settings.coordinate
         self._credential_label = credential_label
         self._consent = consent
-        self._timeout = consent_timeout(environ)
+        self._timeout = settings.consent_timeout
         self._account = _o365.build_account(
             self._app.client_id, self._app.client_secret,
             tenant_id=self._app.tenant_id,
             token_backend=self._store,
             app_only=self._app_only,
             authority_host=_url(
-                authority_host or environ.get(ENV_AUTHORITY_HOST)
-                or _o365.DEFAULT_AUTHORITY_HOST, "authority_host", allow_local_http=False),
-            graph_url=_url(graph_url or environ.get(ENV_GRAPH_URL) or _o365.DEFAULT_GRAPH_URL,
+                authority_host or settings.authority_host or _o365.DEFAULT_AUTHORITY_HOST,
+                "authority_host", allow_local_http=False),
+            graph_url=_url(graph_url or settings.graph_url or _o365.DEFAULT_GRAPH_URL,
                            "graph_url", allow_local_http=True),
+            timeout=settings.http_timeout,
+            retry_budget=settings.retry_seconds,
         )
         self._account.con.on_refused = self._refused
+        if self._vault is not None and credential_label and not client_secret:
+            self._vault.watch(credential_label, self._app_credentials_read)
         #: True inside the plugin's own checks, which report a rejection themselves.
         self._checking = False
         log.info("Microsoft 365 app credentials from %s; token in %s",
@@ -287,14 +287,28 @@ class MS365CredentialsPlugin:
     def _app_while_maestro_is_down(self, exc: StoreUnavailable, tenant_id: str | None,
                                    label: str | None, key: str) -> AppCredentials:
         """Maestro holds the app's secret and is unreachable: a still-valid token kept
-        locally lets the bot work (its access token needs no secret) until it expires."""
-        local = (fresh_fallback(self._vault.server, label, key)
+        on this machine lets the bot work (its access token needs no secret) until it
+        expires."""
+        local = (Fallback(self._vault.server, self._vault.organization, label, key).kept()
                  if self._vault is not None and label else None)
-        client_id = summarize(local).get("client_id") if local else None
-        if not client_id:
+        client_id = identity(local)[0] if local else None
+        if not client_id or not fresh_enough(local, CLOCK.now()):
             raise exc
         return AppCredentials(client_id, "", tenant_id or "common",
-                              "the token saved locally (Maestro is unreachable)")
+                              "the token kept on this machine (Maestro is unreachable)")
+
+    def _app_credentials_read(self, values: dict[str, str]) -> None:
+        """Maestro's credential was read again: an operator may have put a new client
+        secret in it since the bot started; the bot uses it from then on."""
+        secret = (values.get("client_secret") or "").strip()
+        con = self._account.con
+        if secret and secret != con.auth[1]:
+            log.info("The client secret in Maestro credential '%s' changed; using the new "
+                     "one", self._credential_label)
+            con.auth = (con.auth[0], secret)
+            con._msal_client = None
+            self._app = AppCredentials(self._app.client_id, secret, self._app.tenant_id,
+                                       self._app.source)
 
     @property
     def _stopped(self) -> str:

@@ -35,7 +35,10 @@ def expire_token_text(text: str) -> str:
     as if its hour had passed: what a bot finds after a long pause."""
     data = json.loads(text)
     for entry in data.get("AccessToken", {}).values():
-        entry["expires_on"] = str(int(time.time()) - 60)
+        shift = int(entry["expires_on"]) - int(time.time()) + 60  # its life ended a minute ago
+        for field in ("expires_on", "cached_at", "extended_expires_on"):
+            if field in entry:
+                entry[field] = str(int(entry[field]) - shift)
         entry.pop("refresh_on", None)
     return json.dumps(data, separators=(",", ":"))
 

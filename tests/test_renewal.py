@@ -1,4 +1,4 @@
-"""When a process renews the access token (coordination.py): its moment in the refresh
+"""When a process renews the access token (renewal.py): its moment in the refresh
 window, the last renewer first, and an early renewal that fails."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials.coordination import Schedule, window
+from botcity.plugins.ms365.credentials.renewal import Schedule, window
 
 HOUR = 3600
 

@@ -1,0 +1,251 @@
+"""Where the stored token's text lives, apart from what it means (``tokens.py``) and from
+O365's token backend (``stores.py``).
+
+Each kind of place reads, writes and removes text, and says where it is without a secret:
+
+- :class:`FileText`: a local file, written atomically (a temporary file beside it, renamed
+  over it) and readable only by its user; a temporary file that a killed process left is
+  removed at the next save;
+- :class:`MaestroText`: one key of a BotCity Maestro credential;
+- :class:`Fallback`: a token Maestro could not take, kept on this machine for one
+  workspace, label and key until Maestro can take it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import platform
+from ._maestro import MaestroVault, check_name
+from .errors import StoreError, TokenFormatError
+from .settings import ENV_FALLBACK_DIR
+from .tokens import parse_token
+
+log = logging.getLogger(__name__)
+
+#: A temporary file without a process id (an older version's) this old is abandoned.
+ORPHAN_SECONDS = 60.0
+
+
+class TextPersistence:
+    """A place that holds the token's text."""
+
+    #: Where it is, for logs and messages (never a secret).
+    location = "?"
+    #: What a person removes to start over, for messages.
+    removal = "remove it"
+
+    def load(self, max_age: float | None = None) -> str | None:
+        """The text held now (None: none); ``max_age``: an earlier read this recent will
+        do (for places that are slow to read)."""
+        raise NotImplementedError
+
+    def save(self, text: str) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> bool:
+        """Remove the text; False when there was none."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location})"
+
+
+class MemoryText(TextPersistence):
+    """Nothing kept (app-only tokens are renewed without a person: nothing worth storing)."""
+
+    location = "memory (app-only tokens are not stored)"
+
+    def load(self, max_age: float | None = None) -> str | None:
+        return None
+
+    def save(self, text: str) -> None:
+        return None
+
+    def remove(self) -> bool:
+        return False
+
+
+class FileText(TextPersistence):
+    """A local file. A save writes a temporary file in the same folder (its name carries
+    the writer's process id), makes it readable by its user only, and renames it over the
+    file: the file is always the old or the new text, never half of one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = f"file {path.resolve()}"
+        self.removal = f"delete {path.resolve()}"
+
+    def load(self, max_age: float | None = None) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            raise TokenFormatError(
+                f"The token in {self.location} is not UTF-8 text. It was left as it is: "
+                f"{self.removal} and authorize again."
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"Cannot read {self.location}: {exc.strerror or exc}.") from None
+
+    def save(self, text: str) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.{os.getpid()}.",
+                                       suffix=".tmp")
+        except OSError as exc:
+            raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None
+        self.clean()
+
+    def remove(self) -> bool:
+        try:
+            self.path.unlink()
+            removed = True
+        except FileNotFoundError:
+            removed = False
+        except OSError as exc:
+            raise StoreError(f"Cannot delete {self.location}: {exc.strerror or exc}.") from None
+        self.clean()
+        return removed
+
+    def clean(self, alive: Callable[[int], bool] = platform.pid_alive) -> int:
+        """Remove the temporary files that saves of killed processes left beside the file
+        (they hold tokens); return how many. A running process's is left alone."""
+        pattern = re.compile(re.escape(f".{self.path.name}.") + r"(?:(\d+)\.)?[^.]*\.tmp")
+        removed = 0
+        try:
+            candidates = list(self.path.parent.iterdir())
+        except OSError:
+            return 0
+        for candidate in candidates:
+            match = pattern.fullmatch(candidate.name)
+            if match is None:
+                continue
+            pid = int(match.group(1)) if match.group(1) else None
+            try:
+                stale = (pid is not None and (pid == os.getpid() or not alive(pid))) or (
+                    pid is None and time.time() - candidate.stat().st_mtime > ORPHAN_SECONDS)
+                if stale:
+                    candidate.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+
+class MaestroText(TextPersistence):
+    """Key ``key`` of the BotCity Maestro credential ``label``; the other keys of the set
+    are never changed (see :class:`MaestroVault`)."""
+
+    def __init__(self, vault: MaestroVault, label: str, key: str = "token") -> None:
+        self.vault = vault
+        self.label = check_name("label", label)
+        self.key = check_name("key", key)
+        self.location = f"Maestro credential '{label}' key '{key}' at {vault.server}"
+        self.removal = f"delete key '{key}' of the Maestro credential '{label}'"
+
+    def load(self, max_age: float | None = None) -> str | None:
+        values = self.vault.read(self.label, max_age=max_age)
+        return None if values is None else values.get(self.key)
+
+    def save(self, text: str) -> None:
+        self.vault.write(self.label, self.key, text)
+
+    def remove(self) -> bool:
+        if self.load(max_age=0) is None:
+            return False
+        self.vault.remove(self.label, self.key)
+        return True
+
+
+def fallback_folder(environ: Mapping[str, str] | None = None) -> Path:
+    """``MS365_FALLBACK_DIR``, else the platform's per-user data folder."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get(ENV_FALLBACK_DIR, "").strip()
+    return Path(chosen) if chosen else platform.user_data_dir(environ)
+
+
+class Fallback:
+    """A refreshed token Maestro could not take, kept on this machine until it can: one
+    file per workspace (server and organization), label and key, named by a hash of them,
+    holding only the token of the app and account it was refreshed for.
+
+    The folder is looked up when the fallback is first needed: a machine without a home
+    folder only fails then, and a fallback that cannot be written is a warning (the token
+    is still in the bot's memory)."""
+
+    def __init__(self, server: str, organization: str, label: str, key: str,
+                 folder: Callable[[], Path] = fallback_folder) -> None:
+        self._id = hashlib.sha256(f"{server}|{organization}|{label}|{key}".encode()
+                                  ).hexdigest()[:16]
+        self._folder = folder
+        self._file: FileText | None = None
+
+    @property
+    def file(self) -> FileText:
+        if self._file is None:
+            try:
+                folder = self._folder()
+            except platform.NoDataDir as exc:
+                raise StoreError(f"There is no folder to keep the token in on this machine "
+                                 f"({exc}): set {ENV_FALLBACK_DIR}.") from None
+            self._file = FileText(folder / f"fallback-{self._id}.json")
+        return self._file
+
+    @property
+    def where(self) -> str:
+        try:
+            return str(self.file.path)
+        except StoreError:
+            return f"(no folder: set {ENV_FALLBACK_DIR})"
+
+    def keep(self, text: str) -> bool:
+        """Keep ``text``; False (and a warning) when it cannot be written."""
+        try:
+            self.file.save(text)
+        except StoreError as exc:
+            log.warning("Could not keep the token on this machine either (%s); it stays in "
+                        "this bot's memory only", exc)
+            return False
+        return True
+
+    def kept(self) -> dict[str, Any] | None:
+        """The token kept here (None: none, or unreadable, which is no fallback)."""
+        try:
+            text = self.file.load()
+            return parse_token(text, self.file.location) if text and text.strip() else None
+        except StoreError:
+            return None
+
+    def discard(self) -> None:
+        """Remove the kept token (never raises: a file that cannot go is only logged)."""
+        try:
+            file = self.file
+        except StoreError:
+            return  # no folder: nothing was kept
+        if not file.path.exists():
+            return
+        try:
+            file.remove()
+        except StoreError as exc:
+            log.warning("Could not remove the token kept on this machine (%s)", exc)

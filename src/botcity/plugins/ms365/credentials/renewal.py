@@ -1,0 +1,269 @@
+"""Many bots, one token: who renews the access token, when, and what is written after.
+
+Several bots (on several Runners) load the same stored token, so their access tokens
+expire at the same moment. Refreshing at expiry, they would all refresh at once: a burst
+on Microsoft's token endpoint, which throttles (and detects loops: AADSTS50196), and a
+race of writes to the store. The :class:`Renewer` of each bot keeps these rules:
+
+1. **Renew early, at a moment of one's own.** Each bot renews its access token before it
+   expires, at a moment drawn at random in the token's *refresh window*, which ends
+   ``margin`` seconds before the expiry and lasts ``spread`` (``margin``: a minute;
+   ``spread``: half the token's life, at most ten minutes).
+2. **The last renewer goes first, alone.** The bot that renewed the token draws its
+   moment in the first tenth of the next window and refreshes without looking; the
+   others draw in the rest and look first. While it runs, it renews alone.
+3. **Look before refreshing** (all but the leader). When due, read the store once. If
+   another bot stored a newer token that is not yet due, use it: no refresh.
+4. **One renews an expired token for all.** A token that has already expired (bots that
+   start after a quiet period, together) is claimed: the bot writes a claim into the
+   token's ``botcity`` entry, waits :data:`SETTLE` seconds, reads again, and refreshes
+   only if the claim is still its own. The others wait (reading every
+   :data:`POLL` seconds, at most until the claim lapses) for the token it stores.
+5. **Write what is newer, over what was read just before.** After a refresh the store is
+   read again, and the new token is written as the next *generation* of the one read,
+   changing nothing else of the store; when another bot saved meanwhile (a higher
+   generation), its token is used instead and ours is not written. A token is never
+   written where there is none any more (``logout`` stays logged out), nor over a value
+   that cannot be read.
+
+Cost: nothing while the access token is valid and not due. The leader's renewal: one
+token request, one read, one write. A bot that finds another's token: one read. A start
+on an expired token: one read more and one write more (the claim), and :data:`SETTLE`
+seconds. When the store cannot be read, the bot refreshes on its own: being able to
+work matters more than saving a request. ``MS365_COORDINATE_REFRESH=0`` turns rules 1-4
+off (each bot refreshes at expiry without looking; ``benchmarks/herd.py`` compares).
+
+What it guarantees: two bots refresh the same token only when one comes due while the
+other's refresh is under way (read, token request, write: ``d``, about a second against
+Microsoft and Maestro): with ``N`` bots over a window ``W`` and no leader, about
+``(N - 1) * d / W`` (16 bots, hour-long tokens, ``d`` = 2 s: 5%); at a start on an
+expired token, only when a bot writes its claim after another has confirmed its own
+(inside :data:`SETTLE`). An extra refresh costs a token request, never the
+authorization: Microsoft does not revoke a refresh token when it issues a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._clock import CLOCK, Clock
+from .errors import StoreError
+from .tokens import (
+    claim,
+    generation,
+    issued_at,
+    margin,
+    newest_access_token,
+    usable_for,
+)
+
+if TYPE_CHECKING:
+    from .stores import TokenStore
+
+log = logging.getLogger(__name__)
+
+#: The refresh window is this share of the access token's life, at most SPREAD_MAX.
+SPREAD_SHARE = 0.5
+SPREAD_MAX = 600.0
+#: The share of the window, at its start, kept for the bot that renewed last.
+LEADER_SHARE = 0.1
+#: A read of the store this recent serves as the look at an expired token (no request).
+FRESH_READ_SECONDS = 2.0
+#: Seconds between writing a claim and reading whether it held (Maestro; a local file,
+#: written in milliseconds, needs less: ``TokenStore.settle``).
+SETTLE = 0.5
+#: How long a claim holds; others wait at most this long for the claimer's token.
+CLAIM_SECONDS = 20.0
+#: Seconds between the reads of a bot waiting for another's token.
+POLL = 0.5
+
+
+def window(entry: dict[str, Any]) -> tuple[float, float]:
+    """When the refresh window of access token ``entry`` begins and ends (epoch seconds)."""
+    try:
+        expires_on = float(entry["expires_on"])
+        life = expires_on - float(entry["cached_at"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0, 0.0
+    end = expires_on - margin(entry)
+    return end - min(SPREAD_MAX, max(0.0, life * SPREAD_SHARE)), end
+
+
+class Schedule:
+    """When this bot renews the access token it holds: a moment of its own in the token's
+    refresh window, drawn anew for every token (``draw`` returns 0 to 1)."""
+
+    def __init__(self, draw: Callable[[], float] = random.random,
+                 clock: Clock = CLOCK) -> None:
+        self._draw = draw
+        self.clock = clock
+        self._token: tuple[Any, Any] | None = None
+        self._due_at = 0.0
+        #: This bot renewed the token it holds (rule 2).
+        self.leading = False
+
+    def due_at(self, entry: dict[str, Any]) -> float:
+        token = (entry.get("cached_at"), entry.get("expires_on"))
+        if token != self._token:
+            self._token = token
+            begin, end = window(entry)
+            split = begin + LEADER_SHARE * (end - begin)
+            begin, end = (begin, split) if self.leading else (split, end)
+            begin = max(begin, self.clock.now())  # seen inside its window: what is left
+            self._due_at = begin + self._draw() * max(0.0, end - begin)
+        return self._due_at
+
+    def due(self, entry: dict[str, Any] | None) -> bool:
+        """Whether ``entry`` (an access token; None: there is none) should be renewed now."""
+        if entry is None:
+            return True
+        due_at = self.due_at(entry)  # first: drawing reads the clock
+        return self.clock.now() >= due_at
+
+    def not_before_expiry(self, entry: dict[str, Any]) -> None:
+        """An early renewal failed: try again once the access token has expired."""
+        self.due_at(entry)
+        try:
+            self._due_at = float(entry["expires_on"])
+        except (KeyError, TypeError, ValueError):
+            self._due_at = 0.0
+
+
+class Renewer:
+    """The rules above, for one bot's store. ``refresh`` (given to :meth:`renew`) asks
+    Microsoft for a new token and puts it in the store's memory; everything before and
+    after is decided here."""
+
+    def __init__(self, store: TokenStore, *, clock: Clock = CLOCK,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.clock = clock
+        self.sleep = sleep
+        self.schedule = Schedule(clock=clock)
+        #: This bot's name in claims (no meaning outside the store).
+        self.me = secrets.token_hex(6)
+        #: What the last renewal did with the new token (``TokenStore.write_refreshed``).
+        self.outcome = ""
+
+    # -- when ------------------------------------------------------------------------------
+    def due(self, entry: dict[str, Any] | None) -> bool:
+        """Whether the held access token ``entry`` should be renewed now."""
+        if entry is None:
+            return True
+        if not self.store.coordinating():
+            return usable_for({"AccessToken": {"x": entry}}, self.clock.now()) <= margin(entry)
+        if usable_for({"AccessToken": {"x": entry}}, self.clock.now()) <= 0:
+            return True
+        return self.schedule.due(entry)
+
+    # -- what ------------------------------------------------------------------------------
+    def renew(self, refresh: Callable[[], None]) -> bool:
+        """Make the held access token usable: True when this bot refreshed (and wrote the
+        new token as the rules say), False when it took another bot's newer token."""
+        store = self.store
+        if not store.coordinating():
+            return self._refresh(refresh)
+        held = store.cache_snapshot()
+        expired = usable_for(held, self.clock.now()) <= 0
+        if self.schedule.leading and not expired:
+            return self._refresh(refresh)  # rule 2: the leader does not look
+        try:
+            stored = store.peek(max_age=FRESH_READ_SECONDS if expired else 0.0)
+        except StoreError as exc:
+            log.warning("Cannot read %s before refreshing (%s); refreshing without looking",
+                        store.location, type(exc).__name__)
+            return self._refresh(refresh)
+        if self._adopt_if_newer(stored):
+            return False
+        if expired and stored is not None:
+            return self._renew_expired(refresh, stored)
+        return self._refresh(refresh)
+
+    def _refresh(self, refresh: Callable[[], None],
+                 base: dict[str, Any] | None = None) -> bool:
+        """Refresh, then write (over ``base``, a read just made, or read again)."""
+        refresh()
+        self.schedule.leading = True
+        self.outcome = self.store.write_refreshed(base)
+        if self.outcome == "newer kept":
+            self.schedule.leading = False
+        return True
+
+    def _newer(self, stored: dict[str, Any] | None) -> bool:
+        """Whether ``stored`` was saved after the token this bot holds (by generation; by
+        issue time between tokens written before generations existed)."""
+        if stored is None:
+            return False
+        mine, theirs = self.store.generation, generation(stored)
+        if mine or theirs:
+            return theirs > mine
+        return issued_at(stored) > issued_at(self.store.cache_snapshot())
+
+    def _adopt_if_newer(self, stored: dict[str, Any] | None) -> bool:
+        if not self._newer(stored):
+            return False
+        self.schedule.leading = False
+        newest = newest_access_token(stored)
+        if newest is None or usable_for(stored, self.clock.now()) <= 0 or (
+                self.schedule.due(newest)):
+            # newer but already due: this bot refreshes, superseding it
+            self.store.generation = generation(stored)
+            return False
+        assert stored is not None
+        self.store.adopt(stored)
+        log.info("Another bot renewed the token; using it from %s", self.store.location)
+        return True
+
+    def _renew_expired(self, refresh: Callable[[], None], stored: dict[str, Any]) -> bool:
+        """Rule 4: claim the expired token, or wait for the bot that did."""
+        deadline = self.clock.now() + 2 * CLAIM_SECONDS
+        while True:
+            holder = claim(stored, self.clock.now())
+            if holder is None or holder == self.me:
+                if holder is None:
+                    try:
+                        self.store.write_claim(stored, self.me,
+                                               self.clock.now() + CLAIM_SECONDS)
+                    except StoreError:
+                        return self._refresh(refresh)
+                    self.sleep(self.store.settle)
+                    stored = self._read() or stored
+                    if self._adopt_if_newer(stored):
+                        return False
+                    holder = claim(stored, self.clock.now())
+                if holder == self.me:
+                    try:
+                        return self._refresh(refresh, base=stored)
+                    except Exception:
+                        self.store.write_claim(stored, None)  # the others need not wait
+                        raise
+            if holder is None or self.clock.now() >= deadline:
+                return self._refresh(refresh)
+            stored = self._wait_for(holder, stored, deadline)
+            if self._adopt_if_newer(stored):
+                return False
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            return self.store.peek(max_age=0.0)
+        except StoreError:
+            return None
+
+    def _wait_for(self, holder: str, stored: dict[str, Any],
+                  deadline: float) -> dict[str, Any]:
+        """Read until another bot's claim ends: its token arrives, or the claim lapses."""
+        log.info("Another bot is renewing the expired token; waiting for it")
+        while self.clock.now() < deadline:
+            self.sleep(POLL)
+            now_stored = self._read()
+            if now_stored is None:
+                continue
+            stored = now_stored
+            if self._newer(stored) or claim(stored, self.clock.now()) != holder:
+                break
+        return stored

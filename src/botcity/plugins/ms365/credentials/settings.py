@@ -1,0 +1,65 @@
+"""Every environment variable the plugin reads, resolved once, with one parser for each
+kind of value. Arguments win over these; the README's configuration table lists both."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+ENV_CLIENT_ID = "MS365_CLIENT_ID"
+ENV_CLIENT_SECRET = "MS365_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
+ENV_TENANT_ID = "MS365_TENANT_ID"
+ENV_AUTHORITY_HOST = "MS365_AUTHORITY_HOST"
+ENV_GRAPH_URL = "MS365_GRAPH_URL"
+ENV_CONSENT = "MS365_CONSENT"
+ENV_CONSENT_TIMEOUT = "MS365_CONSENT_TIMEOUT"
+ENV_RETRY_SECONDS = "MS365_RETRY_SECONDS"
+ENV_HTTP_TIMEOUT = "MS365_HTTP_TIMEOUT"
+ENV_COORDINATE = "MS365_COORDINATE_REFRESH"
+ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
+
+
+def seconds(environ: Mapping[str, str], name: str, default: float, low: float,
+            high: float) -> float:
+    """``name`` as seconds from ``low`` to ``high`` (``default`` when unset), or a
+    :class:`ConfigurationError` naming the variable and the range."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be a number of seconds from {low:g} to "
+                                 f"{high:g}, not {raw!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment says, once."""
+
+    consent: str | None = None
+    consent_timeout: float = 300.0
+    retry_seconds: float = 60.0
+    http_timeout: float = 60.0
+    coordinate: bool = True
+    authority_host: str | None = None
+    graph_url: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        return cls(
+            consent=environ.get(ENV_CONSENT, "").strip() or None,
+            consent_timeout=seconds(environ, ENV_CONSENT_TIMEOUT, 300.0, 1, 86400),
+            retry_seconds=seconds(environ, ENV_RETRY_SECONDS, 60.0, 0, 3600),
+            http_timeout=seconds(environ, ENV_HTTP_TIMEOUT, 60.0, 1, 3600),
+            coordinate=environ.get(ENV_COORDINATE, "").strip() != "0",
+            authority_host=environ.get(ENV_AUTHORITY_HOST, "").strip() or None,
+            graph_url=environ.get(ENV_GRAPH_URL, "").strip() or None,
+        )

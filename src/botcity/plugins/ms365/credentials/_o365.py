@@ -156,6 +156,10 @@ class PluginConnection(Connection):
         #: Called when Microsoft refuses a refresh (a dead refresh token, an expired secret,
         #: conditional access): the bot cannot go on without a person or an operator.
         self.on_refused: Callable[[AuthorizationError], None] | None = None
+        #: Called when Microsoft refuses the client secret: True when a new one was found
+        #: (an operator rotated it in Maestro while the bot ran), and the refresh is tried
+        #: once more with it.
+        self.new_secret: Callable[[], bool] | None = None
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
@@ -298,7 +302,7 @@ class PluginConnection(Connection):
         self.token_backend.renewer.outcome = self.token_backend.write_refreshed()
         return True
 
-    def _request_token(self) -> None:
+    def _request_token(self, retried: bool = False) -> None:
         """Ask Microsoft for a new token; msal puts it in the store's memory."""
         log.debug("Refreshing the access token")
         if self.session is None:
@@ -334,6 +338,10 @@ class PluginConnection(Connection):
                 raise AuthorizationRequired(
                     "The stored token has no refresh token for the signed-in account. "
                     "A person must sign in again to authorize the app.")
+        if (result and result.get("error") == "invalid_client" and not retried
+                and self.new_secret is not None and self.new_secret()):
+            log.info("Refreshing again with the client secret now in the credential")
+            return self._request_token(retried=True)
         if not result or "access_token" not in result:
             error = explain(result or {}, doing)
             if isinstance(error, AuthorizationRequired):

@@ -183,39 +183,50 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</titl
 
 
 class RedirectListener:
-    """A one-shot HTTP server on 127.0.0.1 that receives the browser's redirect after
-    consent. Redirect URI: ``http://localhost:<port>`` (Azure AD ignores the port of
-    localhost, so registering ``http://localhost`` once is enough)."""
+    """An HTTP server on 127.0.0.1 that receives the browser's redirect after consent.
+    Redirect URI: ``http://localhost:<port>`` (Azure AD ignores the port of localhost, so
+    registering ``http://localhost`` once is enough). Each connection has its own thread
+    and is dropped after :data:`IDLE_SECONDS` of silence, so a connection that says
+    nothing (a browser's speculative one, a port scanner) cannot keep the sign-in out; the
+    first answer that carries a query is the one taken."""
+
+    #: Seconds a connection may stay silent before it is closed.
+    IDLE_SECONDS = 10.0
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, HTTPServer  # only for this way
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # for this way
 
         self._done = threading.Event()
+        self._taking = threading.Lock()
         self._answer: dict[str, str] | None = None
         self._error: MS365CredentialsError | None = None
         self.state = ""
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = self.IDLE_SECONDS
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # the query holds the authorization code: never log it
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 query = urlsplit(self.path).query
-                if listener._done.is_set() or not query:
-                    self._page(404, "Nothing here", "This page only receives the sign-in.")
-                    return
-                try:
-                    listener._answer = parse_redirect(
-                        listener.redirect_uri + self.path, listener.redirect_uri,
-                        listener.state)
-                    self._page(200, "Signed in",
-                               "The bot received the authorization. You can close this "
-                               "window.")
-                except MS365CredentialsError as exc:
-                    listener._error = exc
-                    self._page(400, "Sign-in failed", html.escape(str(exc)))
-                listener._done.set()
+                with listener._taking:
+                    if listener._done.is_set() or not query:
+                        self._page(404, "Nothing here",
+                                   "This page only receives the sign-in.")
+                        return
+                    try:
+                        listener._answer = parse_redirect(
+                            listener.redirect_uri + self.path, listener.redirect_uri,
+                            listener.state)
+                        page = (200, "Signed in", "The bot received the authorization. You "
+                                "can close this window.")
+                    except MS365CredentialsError as exc:
+                        listener._error = exc
+                        page = (400, "Sign-in failed", html.escape(str(exc)))
+                    listener._done.set()
+                self._page(*page)
 
             def _page(self, status: int, title: str, text: str) -> None:
                 body = _PAGE.format(title=title, text=text).encode()
@@ -225,14 +236,14 @@ class RedirectListener:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = HTTPServer(("127.0.0.1", 0), Handler)
-        self._server.timeout = 0.2
-        self.redirect_uri = f"http://localhost:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._serve, name="ms365-consent", daemon=True)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
 
-    def _serve(self) -> None:
-        while not self._done.is_set():
-            self._server.handle_request()
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.redirect_uri = f"http://localhost:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2}, name="ms365-consent",
+                                        daemon=True)
 
     def __enter__(self) -> RedirectListener:
         self._thread.start()
@@ -240,6 +251,7 @@ class RedirectListener:
 
     def __exit__(self, *exc: Any) -> None:
         self._done.set()
+        self._server.shutdown()
         self._thread.join(timeout=2)
         self._server.server_close()
 

@@ -24,7 +24,7 @@ class NoDataDir(Exception):
 
 
 def user_data_dir(environ: Mapping[str, str] | None = None, system: str | None = None,
-                  home: Callable[[], Path] = Path.home) -> Path:
+                  home: Callable[[], Path] | None = None) -> Path:
     """The per-user data folder of the plugin, by the platform's rules (as platformdirs):
 
     - Windows: ``%LOCALAPPDATA%\\botcity-ms365`` (``%USERPROFILE%\\AppData\\Local`` when the
@@ -45,7 +45,7 @@ def user_data_dir(environ: Mapping[str, str] | None = None, system: str | None =
             raise NoDataDir("neither LOCALAPPDATA nor USERPROFILE is set")
         return Path(local) / APP
     try:
-        base = home()
+        base = (home or Path.home)()
     except (RuntimeError, KeyError, OSError) as exc:  # no HOME and no passwd entry
         base = None
         missing = str(exc) or type(exc).__name__

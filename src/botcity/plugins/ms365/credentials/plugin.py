@@ -25,6 +25,7 @@ from .errors import (
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
+    StoreError,
     StoreUnavailable,
 )
 from .persistence import Fallback
@@ -148,6 +149,7 @@ class MS365CredentialsPlugin:
         self._account.con.on_refused = self._refused
         if self._vault is not None and credential_label and not client_secret:
             self._vault.watch(credential_label, self._app_credentials_read)
+            self._account.con.new_secret = self._new_secret
         #: True inside the plugin's own checks, which report a rejection themselves.
         self._checking = False
         log.info("Microsoft 365 app credentials from %s; token in %s",
@@ -296,6 +298,17 @@ class MS365CredentialsPlugin:
             raise exc
         return AppCredentials(client_id, "", tenant_id or "common",
                               "the token kept on this machine (Maestro is unreachable)")
+
+    def _new_secret(self) -> bool:
+        """Microsoft refused the client secret: read the credential again; True when it
+        holds another secret (now in use)."""
+        assert self._vault is not None and self._credential_label
+        before = self._account.con.auth[1]
+        try:
+            self._vault.read(self._credential_label, max_age=0)
+        except StoreError:
+            return False
+        return self._account.con.auth[1] != before
 
     def _app_credentials_read(self, values: dict[str, str]) -> None:
         """Maestro's credential was read again: an operator may have put a new client

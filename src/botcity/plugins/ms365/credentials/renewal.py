@@ -16,9 +16,10 @@ race of writes to the store. The :class:`Renewer` of each bot keeps these rules:
    another bot stored a newer token that is not yet due, use it: no refresh.
 4. **One renews an expired token for all.** A token that has already expired (bots that
    start after a quiet period, together) is claimed: the bot writes a claim into the
-   token's ``botcity`` entry, waits :data:`SETTLE` seconds, reads again, and refreshes
-   only if the claim is still its own. The others wait (reading every
-   :data:`POLL` seconds, at most until the claim lapses) for the token it stores.
+   token's ``botcity`` entry over a read at most ``SETTLE / 2`` old, waits
+   :data:`SETTLE` seconds, reads again, and refreshes only if the claim is still its own.
+   The others wait (reading every :data:`POLL` seconds, at most until the claim lapses)
+   for the token it stores.
 5. **Write what is newer, over what was read just before.** After a refresh the store is
    read again, and the new token is written as the next *generation* of the one read,
    changing nothing else of the store; when another bot saved meanwhile (a higher
@@ -53,14 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._clock import CLOCK, Clock
 from .errors import StoreError
-from .tokens import (
-    claim,
-    generation,
-    issued_at,
-    margin,
-    newest_access_token,
-    usable_for,
-)
+from .tokens import claim, generation, margin, newest_access_token, usable_for
 
 if TYPE_CHECKING:
     from .stores import TokenStore
@@ -72,10 +66,11 @@ SPREAD_SHARE = 0.5
 SPREAD_MAX = 600.0
 #: The share of the window, at its start, kept for the bot that renewed last.
 LEADER_SHARE = 0.1
-#: A read of the store this recent serves as the look at an expired token (no request).
-FRESH_READ_SECONDS = 2.0
 #: Seconds between writing a claim and reading whether it held (Maestro; a local file,
-#: written in milliseconds, needs less: ``TokenStore.settle``).
+#: written in milliseconds, needs less: ``TokenStore.settle``). A claim is only written
+#: over a read at most half of this old (the start's read serves when it is that recent):
+#: then a claim can never undo a renewed token another bot stored, and the last claim
+#: written is the one every claimer reads back.
 SETTLE = 0.5
 #: How long a claim holds; others wait at most this long for the claimer's token.
 CLAIM_SECONDS = 20.0
@@ -173,7 +168,7 @@ class Renewer:
         if self.schedule.leading and not expired:
             return self._refresh(refresh)  # rule 2: the leader does not look
         try:
-            stored = store.peek(max_age=FRESH_READ_SECONDS if expired else 0.0)
+            stored = store.peek(max_age=store.settle / 2 if expired else 0.0)
         except StoreError as exc:
             log.warning("Cannot read %s before refreshing (%s); refreshing without looking",
                         store.location, type(exc).__name__)
@@ -194,18 +189,10 @@ class Renewer:
             self.schedule.leading = False
         return True
 
-    def _newer(self, stored: dict[str, Any] | None) -> bool:
-        """Whether ``stored`` was saved after the token this bot holds (by generation; by
-        issue time between tokens written before generations existed)."""
-        if stored is None:
-            return False
-        mine, theirs = self.store.generation, generation(stored)
-        if mine or theirs:
-            return theirs > mine
-        return issued_at(stored) > issued_at(self.store.cache_snapshot())
-
     def _adopt_if_newer(self, stored: dict[str, Any] | None) -> bool:
-        if not self._newer(stored):
+        """Take ``stored`` when another bot saved it after the token held and it is not
+        due yet; True when taken."""
+        if not self.store.saved_since(stored):
             return False
         self.schedule.leading = False
         newest = newest_access_token(stored)
@@ -222,8 +209,15 @@ class Renewer:
     def _renew_expired(self, refresh: Callable[[], None], stored: dict[str, Any]) -> bool:
         """Rule 4: claim the expired token, or wait for the bot that did."""
         deadline = self.clock.now() + 2 * CLAIM_SECONDS
+        fresh = True  # ``stored`` was read just now (at most settle / 2 ago)
         while True:
-            holder = claim(stored, self.clock.now())
+            holder = claim(stored, self.clock.now(), CLAIM_SECONDS + 5)
+            if holder is None and not fresh:
+                stored = self._read() or stored
+                if self._adopt_if_newer(stored):
+                    return False
+                holder = claim(stored, self.clock.now(), CLAIM_SECONDS + 5)
+            fresh = False
             if holder is None or holder == self.me:
                 if holder is None:
                     try:
@@ -235,7 +229,7 @@ class Renewer:
                     stored = self._read() or stored
                     if self._adopt_if_newer(stored):
                         return False
-                    holder = claim(stored, self.clock.now())
+                    holder = claim(stored, self.clock.now(), CLAIM_SECONDS + 5)
                 if holder == self.me:
                     try:
                         return self._refresh(refresh, base=stored)
@@ -264,6 +258,7 @@ class Renewer:
             if now_stored is None:
                 continue
             stored = now_stored
-            if self._newer(stored) or claim(stored, self.clock.now()) != holder:
+            if self.store.saved_since(stored) or (
+                    claim(stored, self.clock.now(), CLAIM_SECONDS + 5) != holder):
                 break
         return stored

@@ -104,6 +104,13 @@ class TokenStore(BaseTokenBackend):
         right even when this machine's clock is not (see ``_clock.py``)."""
         super().add(event, now=self.clock.now() if now is None else now)
 
+    def search(self, credential_type: Any, target: Any = None, query: Any = None, *,
+               now: float | None = None) -> Any:
+        """msal's search, which drops access tokens it finds expired: by the corrected
+        clock, not this machine's."""
+        return super().search(credential_type, target=target, query=query,
+                              now=self.clock.now() if now is None else now)
+
     def serialize(self) -> str:
         with self._lock:
             self._has_state_changed = False

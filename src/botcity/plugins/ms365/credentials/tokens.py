@@ -146,10 +146,11 @@ def client_type(data: dict[str, Any] | None) -> str:
     return "public" if meta(data).get("client") == "public" else "confidential"
 
 
-def claim(data: dict[str, Any] | None, now: float) -> str | None:
-    """Who is renewing the stored token for the others, while that claim lasts."""
+def claim(data: dict[str, Any] | None, now: float, longest: float) -> str | None:
+    """Who is renewing the stored token for the others, while that claim lasts (a claim
+    that lasts longer than ``longest`` from ``now`` was timed by a wrong clock: none)."""
     entry = meta(data).get("renewing")
-    if isinstance(entry, dict) and float(entry.get("until", 0)) > now:
+    if isinstance(entry, dict) and now < float(entry.get("until", 0)) <= now + longest:
         return str(entry.get("by"))
     return None
 

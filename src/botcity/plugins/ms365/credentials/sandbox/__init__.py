@@ -144,12 +144,14 @@ class Sandbox:
         self.tenant.expire_client_secret(self.app)
 
     def force_expiry(self, *, token_key: str = "token") -> None:
-        """Expire every access token on the server and in every token stored in Maestro."""
+        """Expire every access token on the server and in every token stored in Maestro
+        (in every workspace)."""
         self.tenant.expire_access_tokens()
-        for label, items in self.maestro.credentials.items():
-            for item in items:
-                if item["key"] == token_key and item.get("value"):
-                    self.maestro.put_secret(label, token_key, expire_token_text(item["value"]))
+        for space in self.maestro.workspaces.values():
+            for items in space.credentials.values():
+                for item in items:
+                    if item["key"] == token_key and item.get("value"):
+                        item["value"] = expire_token_text(item["value"])
 
     def token_requests(self, grant_type: str | None = None) -> list[Request]:
         """Requests to the identity platform's token endpoint, optionally of one grant."""

@@ -181,6 +181,8 @@ class Service:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            # a real server's backlog: dozens of bots connect at the same moment
+            request_queue_size = 128
 
             def finish_request(self, request: Any, client_address: Any) -> None:
                 # The TLS handshake happens here, in the request's own thread, so a client

@@ -110,11 +110,91 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
     )
 
 
+@dataclass
+class ColdStarts:
+    processes: int
+    #: refresh-token grants at each start (1 is ideal)
+    grants: list[int]
+    #: starts in which every bot got to Graph
+    succeeded: int
+    failures: list[str] = field(default_factory=list)
+
+
+def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
+                    period: float = 3.0) -> ColdStarts:
+    """``processes`` bot processes start together ``repetitions`` times, each time on an
+    access token that expired a second before (bots that run on a schedule after a quiet
+    period): how many refresh grants each start costs. The processes start once; for each
+    start they build the plugin half a second before the common moment, then
+    authenticate and call Graph at it."""
+    import threading
+
+    from ..plugin import MS365CredentialsPlugin
+
+    sandbox.put_app_credentials(LABEL)
+    MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
+        consent=sandbox.consent_redirect)
+    first = time.time() + 6.0 + processes * 0.3  # every process has imported by then
+    moments = [first + k * period for k in range(repetitions)]
+    env = sandbox.process_env(
+        BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
+        BOTCITY_KEY=sandbox.maestro.key, HERD_STARTS=",".join(f"{m:.3f}" for m in moments),
+        MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""))
+    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]
+
+    def expire() -> None:
+        for moment in moments:
+            time.sleep(max(0.0, moment - 1.0 - time.time()))
+            sandbox.force_expiry()
+
+    expirer = threading.Thread(target=expire, daemon=True)
+    expirer.start()
+    outputs = []
+    for bot in bots:
+        try:
+            out, _ = bot.communicate(timeout=moments[-1] - time.time() + 60)
+        except subprocess.TimeoutExpired:
+            bot.kill()
+            out, _ = bot.communicate()
+        outputs.append(out)
+    expirer.join(timeout=5)
+    grants = sandbox.token_requests("refresh_token")
+    per_start = [sum(1 for g in grants if m - 0.5 <= g.at < m + period - 1.0)
+                 for m in moments]
+    done = [sum(f"start {k}: ok" in out for out in outputs) for k in range(repetitions)]
+    failures = [out[-2000:] for bot, out in zip(bots, outputs, strict=True) if bot.returncode != 0]
+    return ColdStarts(processes, per_start, sum(d == processes for d in done), failures)
+
+
+def _cold_starts(moments: list[float]) -> int:
+    from botcity.maestro import BotMaestroSDK
+
+    from ..plugin import MS365CredentialsPlugin
+
+    for k, moment in enumerate(moments):
+        time.sleep(max(0.0, moment - 0.5 - time.time()))
+        maestro = BotMaestroSDK(os.environ["BOTCITY_SERVER"], os.environ["BOTCITY_LOGIN"],
+                                os.environ["BOTCITY_KEY"])
+        maestro.login()
+        plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
+                                        consent="none")
+        time.sleep(max(0.0, moment - time.time()))
+        plugin.authenticate()
+        plugin.ms365_account.get_current_user_data()
+        sys.stdout.write(f"start {k}: ok\n")
+        sys.stdout.flush()
+    return 0
+
+
 def _bot() -> int:
     from botcity.maestro import BotMaestroSDK
 
     from ..plugin import MS365CredentialsPlugin
 
+    if os.environ.get("HERD_STARTS"):
+        return _cold_starts([float(m) for m in os.environ["HERD_STARTS"].split(",")])
     maestro = BotMaestroSDK(os.environ["BOTCITY_SERVER"], os.environ["BOTCITY_LOGIN"],
                             os.environ["BOTCITY_KEY"])
     maestro.login()

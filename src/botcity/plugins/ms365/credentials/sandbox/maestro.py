@@ -37,53 +37,83 @@ class Task:
         }
 
 
+@dataclass
+class Workspace:
+    """A BotCity workspace (an *organization*): its login, key and credentials."""
+
+    login: str
+    key: str = field(default_factory=lambda: "sbxkey_" + secrets.token_urlsafe(24))
+    #: label -> list of {"key", "value", "valid"}, in the order they were added
+    credentials: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
 class MaestroService(Service):
     name = "maestro"
 
     def __init__(self, log: RequestLog, version: str = "3.5.0") -> None:
         self.version = version
-        self.login = "sandbox"
-        self.key = "sbxkey_" + secrets.token_urlsafe(24)
-        #: label -> list of {"key", "value", "valid"}, in the order they were added
-        self.credentials: dict[str, list[dict[str, Any]]] = {}
-        self.alerts: list[dict[str, Any]] = []
-        self.errors: list[dict[str, Any]] = []
-        self.tasks: dict[int, Task] = {}
+        #: the workspaces this Maestro serves; the first is the default of every helper
+        self.workspaces: dict[str, Workspace] = {}
+        self.login = self.add_workspace("sandbox").login
         #: The status a read of a label that does not exist gets. The real server's is not
         #: documented (the SDK takes any non-2xx as "absent"): tests try 400, 404 and 500.
         self.missing_label_status = 404
-        self._tokens: set[str] = set()
+        self.alerts: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.tasks: dict[int, Task] = {}
+        self._tokens: dict[str, str] = {}  # access token -> workspace login
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         super().__init__(log)
 
     # -- test controls ----------------------------------------------------------------
+    def add_workspace(self, login: str) -> Workspace:
+        """Another workspace on this Maestro (BotCity Cloud serves many on one server)."""
+        workspace = Workspace(login)
+        self.workspaces[login] = workspace
+        return workspace
+
+    @property
+    def key(self) -> str:
+        """The default workspace's key."""
+        return self.workspaces[self.login].key
+
+    @property
+    def credentials(self) -> dict[str, list[dict[str, Any]]]:
+        """The default workspace's credentials (label -> keys)."""
+        return self.workspaces[self.login].credentials
+
+    def _space(self, organization: str | None) -> Workspace:
+        return self.workspaces[organization or self.login]
+
     def start_task(self, activity_label: str = "ms365-bot",
-                   parameters: dict[str, Any] | None = None) -> tuple[int, str]:
+                   parameters: dict[str, Any] | None = None,
+                   organization: str | None = None) -> tuple[int, str]:
         """Create a task as Maestro does when a Runner picks it up: returns the task id and
         the access token the Runner passes to the bot on its command line."""
         token = "sbxrunner_" + secrets.token_urlsafe(24)
         with self._lock:
             task = Task(next(self._ids), activity_label, dict(parameters or {}), "RUNNING")
             self.tasks[task.id] = task
-            self._tokens.add(token)
+            self._tokens[token] = self._space(organization).login
         return task.id, token
 
     def runner_argv(self, task_id: int, token: str) -> list[str]:
         """``<server> <task_id> <token> <organization>``, as a Runner starts a bot."""
-        return [self.url, str(task_id), token, self.login]
+        return [self.url, str(task_id), token, self._tokens.get(token, self.login)]
 
-    def secret(self, label: str, key: str) -> str | None:
+    def secret(self, label: str, key: str, organization: str | None = None) -> str | None:
         with self._lock:
-            for item in self.credentials.get(label, []):
+            for item in self._space(organization).credentials.get(label, []):
                 if item["key"] == key:
                     return str(item["value"])
         return None
 
-    def put_secret(self, label: str, key: str, value: str) -> None:
+    def put_secret(self, label: str, key: str, value: str,
+                   organization: str | None = None) -> None:
         """Set one key as an operator would in Maestro's web page."""
         with self._lock:
-            items = self.credentials.setdefault(label, [])
+            items = self._space(organization).credentials.setdefault(label, [])
             for item in items:
                 if item["key"] == key:
                     item["value"] = value
@@ -106,18 +136,21 @@ class MaestroService(Service):
             ("POST", r"/api/v2/task/(?P<task_id>\d+)", self._authed(self._finish_task)),
             ("POST", r"/api/v2/error", self._authed(self._error)),
             ("POST", r"/api/v2/error/(?P<error_id>\d+)/(attachments|screenshot)",
-             self._authed(lambda request, error_id: Reply.json({}, 200))),
+             self._authed(lambda request, space, error_id: Reply.json({}, 200))),
         ]
 
     def _authed(self, function: Route) -> Route:
+        """Every call but version and login: the ``token`` of a login or a Runner's task,
+        and, when given, the ``organization`` it belongs to (else 401). The call works
+        on that workspace's credentials only."""
         def wrapper(request: Request, **kwargs: str) -> Reply:
             token = request.headers.get("token", "")
             organization = request.headers.get("organization", "")
             with self._lock:
-                known = token in self._tokens
-            if not known or organization not in ("", self.login):
+                login = self._tokens.get(token)
+            if login is None or organization not in ("", login):
                 return Reply.json({"message": "Invalid token or organization."}, 401)
-            return function(request, **kwargs)
+            return function(request, space=self.workspaces[login], **kwargs)
         return wrapper
 
     def _version(self, request: Request) -> Reply:
@@ -125,50 +158,49 @@ class MaestroService(Service):
 
     def _login(self, request: Request) -> Reply:
         body = request.json() or {}
-        if body.get("login") != self.login or not secrets.compare_digest(
-            str(body.get("key", "")), self.key
-        ):
+        space = self.workspaces.get(str(body.get("login", "")))
+        if space is None or not secrets.compare_digest(str(body.get("key", "")), space.key):
             return Reply.json({"message": "Invalid login or key."}, 401)
         token = "sbxtoken_" + secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens.add(token)
-        return Reply.json({"accessToken": token, "login": self.login})
+            self._tokens[token] = space.login
+        return Reply.json({"accessToken": token, "login": space.login})
 
     def _missing(self, label: str) -> Reply:
         return Reply.json({"message": f"Credential '{label}' not found."},
                           self.missing_label_status)
 
-    def _get_key(self, request: Request, label: str, key: str) -> Reply:
-        value = self.secret(label, key)
+    def _get_key(self, request: Request, space: Workspace, label: str, key: str) -> Reply:
+        value = self.secret(label, key, space.login)
         if value is None:
             return Reply.json({"message": f"Key '{key}' not found in credential '{label}'."}, 404)
         return Reply.text(value)
 
-    def _get_label(self, request: Request, label: str) -> Reply:
+    def _get_label(self, request: Request, space: Workspace, label: str) -> Reply:
         with self._lock:
-            items = self.credentials.get(label)
+            items = space.credentials.get(label)
             if items is None:
                 return self._missing(label)
-            return Reply.json({"label": label, "organizationLabel": self.login,
+            return Reply.json({"label": label, "organizationLabel": space.login,
                                "repositoryLabel": "DEFAULT",
                                "secrets": [dict(i) for i in items]})
 
-    def _create(self, request: Request) -> Reply:
+    def _create(self, request: Request, space: Workspace) -> Reply:
         body = request.json() or {}
         label = str(body.get("label", ""))
         with self._lock:
-            if not label or label in self.credentials:
+            if not label or label in space.credentials:
                 return Reply.json({"message": f"Credential '{label}' already exists."}, 400)
-            self.credentials[label] = [
+            space.credentials[label] = [
                 {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
                 for s in body.get("secrets", [])
             ]
         return Reply.json({"message": "Credential created.", "type": "success"}, 200)
 
-    def _add_key(self, request: Request, label: str) -> Reply:
+    def _add_key(self, request: Request, space: Workspace, label: str) -> Reply:
         body = request.json() or {}
         with self._lock:
-            items = self.credentials.get(label)
+            items = space.credentials.get(label)
             if items is None:
                 return self._missing(label)
             if any(i["key"] == body.get("key") for i in items):
@@ -176,35 +208,35 @@ class MaestroService(Service):
             items.append({"key": str(body.get("key")), "value": body.get("value"), "valid": True})
         return Reply.json({"message": "Key added.", "type": "success"}, 201)
 
-    def _edit(self, request: Request, label: str) -> Reply:
+    def _edit(self, request: Request, space: Workspace, label: str) -> Reply:
         body = request.json() or {}
         with self._lock:
-            if label not in self.credentials:
+            if label not in space.credentials:
                 return self._missing(label)
-            self.credentials[label] = [
+            space.credentials[label] = [
                 {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
                 for s in body.get("secrets", [])
             ]
         return Reply.json({"message": "Credential updated.", "type": "success"}, 200)
 
-    def _alert(self, request: Request) -> Reply:
+    def _alert(self, request: Request, space: Workspace) -> Reply:
         body = request.json() or {}
         task_id = str(body.get("taskId") or "")
         with self._lock:
-            self.alerts.append({**body, "at": time.time()})
+            self.alerts.append({**body, "organization": space.login, "at": time.time()})
             number = len(self.alerts)
         # the server answers with the alert, its taskId a number (BotCity's JS and C# SDKs)
         return Reply.json({"id": str(number), "taskId": int(task_id) if task_id.isdigit()
                            else None, "title": body.get("title"),
                            "message": body.get("message"), "type": body.get("type")}, 200)
 
-    def _get_task(self, request: Request, task_id: str) -> Reply:
+    def _get_task(self, request: Request, space: Workspace, task_id: str) -> Reply:
         task = self.tasks.get(int(task_id))
         if task is None:
             return Reply.json({"message": f"Task {task_id} not found."}, 404)
         return Reply.json(task.to_json())
 
-    def _finish_task(self, request: Request, task_id: str) -> Reply:
+    def _finish_task(self, request: Request, space: Workspace, task_id: str) -> Reply:
         task = self.tasks.get(int(task_id))
         if task is None:
             return Reply.json({"message": f"Task {task_id} not found."}, 404)
@@ -217,7 +249,7 @@ class MaestroService(Service):
                           if k in body}
         return Reply.json({"message": "Task finished.", "type": "success"}, 200)
 
-    def _error(self, request: Request) -> Reply:
+    def _error(self, request: Request, space: Workspace) -> Reply:
         body = request.json() or {}
         with self._lock:
             error_id = len(self.errors) + 1

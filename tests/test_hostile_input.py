@@ -125,3 +125,42 @@ def test_any_file_bytes(sandbox, real_token, tmp_path, data):
 
     after = path.read_bytes()
     assert after == content or good_token(after)
+
+
+#: Numbers a stored token may carry that Azure AD never issues: times before 2000 or after
+#: 2200, twenty or five thousand digits, negative, fractional, lifetimes of years.
+absurd_number = st.one_of(
+    st.integers(-10**30, 10**30), st.integers(0, 2 * 10**10),
+    st.sampled_from([10**19, 10**20 - 1, int("9" * 4000)]),
+    st.floats(allow_nan=True, allow_infinity=True))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_out_of_range_numbers_are_refused_and_left_as_they_are(sandbox, maestro, real_token,
+                                                               data):
+    doc = json.loads(json.dumps(real_token))
+    where = data.draw(st.sampled_from(["AccessToken", "RefreshToken", "generation",
+                                       "renewing"]))
+    number = data.draw(absurd_number)
+    if where == "generation":
+        doc["botcity"]["generation"] = number
+    elif where == "renewing":
+        doc["botcity"]["renewing"] = {"by": "someone", "until": number}
+    else:
+        [entry] = doc[where].values()
+        field = data.draw(st.sampled_from(
+            ["expires_on", "cached_at", "extended_expires_on"] if where == "AccessToken"
+            else ["last_modification_time"]))
+        entry[field] = str(number)
+    value = json.dumps(doc, separators=(",", ":"))
+    sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
+    sandbox.maestro.put_secret(LABEL, "client_secret", sandbox.app.secret)
+    sandbox.maestro.put_secret(LABEL, "token", value)
+
+    exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
+                                            consent="none"))
+
+    after = sandbox.maestro.secret(LABEL, "token")
+    readable = good_token(value)
+    assert after == value or (readable and good_token(after)), (where, number)

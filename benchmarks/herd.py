@@ -6,8 +6,9 @@ For 8, 16 and 32 bot processes (8 and 16 with --quick), each for 5 lives of a
 short-lived access token, with the plugin's coordination and without it (each bot
 refreshes at expiry on its own): refresh-token grants per token renewed (how many bots
 redeemed the same refresh token) and per minute, Maestro credential requests, Graph
-calls, failures. Then 1000 kill -9 during token-file saves (200 with --quick). Prints a
-table; writes JSON.
+calls, failures. Then the same numbers of bots starting together on an expired token, 20
+times (5 with --quick): refresh grants per start. Then 1000 kill -9 during token-file
+saves (200 with --quick). Prints tables; writes JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from botcity.plugins.ms365.credentials.sandbox import Sandbox
-from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
+from botcity.plugins.ms365.credentials.sandbox.herd import run_cold_starts, run_herd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -47,6 +48,18 @@ def herd(processes: int, coordinate: bool, expiries: int) -> dict:
             "graph_calls": result.graph_calls, "newest_token_stored": result.newest_token_stored,
             "wall_seconds": round(result.wall_seconds, 1), "failures": len(result.failures),
             "failure_tails": [f[-600:] for f in result.failures[:3]]}
+
+
+def cold_starts(processes: int, repetitions: int, coordinate: bool) -> dict:
+    os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
+    with Sandbox() as sandbox:
+        os.environ.update(sandbox.client_env())
+        result = run_cold_starts(sandbox, processes=processes, repetitions=repetitions,
+                                 coordinate=coordinate)
+        reads = len(sandbox.requests("maestro", path_contains="/credential", method="GET"))
+    return {"processes": processes, "coordinated": coordinate, "grants": result.grants,
+            "starts_all_ok": result.succeeded, "repetitions": repetitions,
+            "maestro_reads": reads, "failures": len(result.failures)}
 
 
 def kills(rounds: int) -> dict:
@@ -78,6 +91,8 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [8, 16] if args.quick else [8, 16, 32]
     rows = [herd(n, coordinate, expiries=5) for n in sizes for coordinate in (True, False)]
+    starts = [cold_starts(n, 5 if args.quick else 20, coordinate) for n in sizes
+              for coordinate in (True, False)]
     killed = kills(200 if args.quick else 1000)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -96,11 +111,20 @@ def main() -> int:
     for r in rows:
         for tail in r["failure_tails"]:
             print(f"-- a failed bot ({r['processes']} bots), its last output:\n{tail}")
+    print("\nbots starting together on an expired token:")
+    print(f"{'bots':>5} {'coord':>5} {'starts':>6} {'all ok':>6} {'grants per start':<40} "
+          f"{'max':>3} {'maestro reads':>13}")
+    for s in starts:
+        print(f"{s['processes']:>5} {'yes' if s['coordinated'] else 'no':>5} "
+              f"{s['repetitions']:>6} {s['starts_all_ok']:>6} {str(s['grants']):<40} "
+              f"{max(s['grants']):>3} {s['maestro_reads']:>13}")
     print(killed["report"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"herd": rows, "kill9": killed}, indent=2))
+    Path(args.json).write_text(json.dumps({"herd": rows, "cold_starts": starts,
+                                           "kill9": killed}, indent=2))
     ok = all(r["failures"] == 0 for r in rows) and killed["ok"] and all(
-        r["max_refreshes_per_token"] <= 2 for r in rows if r["coordinated"])
+        r["max_refreshes_per_token"] <= 2 for r in rows if r["coordinated"]) and all(
+        s["failures"] == 0 and max(s["grants"]) <= 2 for s in starts if s["coordinated"])
     return 0 if ok else 1
 
 

@@ -84,3 +84,31 @@ def test_sovereign_cloud_settings_reach_o365(monkeypatch):
     default = MS365CredentialsPlugin("id", "secret").ms365_account
     assert default.con._msal_authority == "https://login.microsoftonline.com/common"
     assert default.protocol.service_url == "https://graph.microsoft.com/v1.0/"
+
+
+def test_the_session_retry_settings_we_reuse_are_still_there():
+    from O365 import connection
+
+    assert isinstance(connection.RETRIES_STATUS_LIST, (list, tuple, set, frozenset))
+    assert isinstance(connection.RETRIES_BACKOFF_FACTOR, (int, float))
+    assert "timeout" in inspect.signature(Connection.__init__).parameters
+    assert "self.timeout" in inspect.getsource(Connection._internal_request)
+    assert "HTTPAdapter(max_retries=retry)" in inspect.getsource(Connection.get_session)
+
+
+def test_o365_lets_the_backend_renew_itself():
+    """should_refresh_token may answer None: 'the backend refreshed, go on'."""
+    source = inspect.getsource(Connection._try_refresh_token)
+    assert "should_rt is True" in source and "should_rt is False" in source
+    assert "return True" in source.split("should_rt is False")[1]
+
+
+def test_msal_takes_the_time_and_the_sign_in_options_we_pass():
+    for method in (msal.TokenCache.add, msal.TokenCache.search):
+        assert "now" in inspect.signature(method).parameters, method.__name__
+    flow = inspect.signature(msal.ClientApplication.initiate_auth_code_flow).parameters
+    assert "prompt" in flow and "claims_challenge" in flow
+    assert "claims_challenge" in inspect.signature(
+        msal.PublicClientApplication.initiate_device_flow).parameters
+    # msal drops access tokens it finds expired while searching: our clock must be the one
+    assert "expires_on" in inspect.getsource(msal.TokenCache.search)

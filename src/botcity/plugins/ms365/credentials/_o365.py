@@ -135,6 +135,7 @@ class PluginConnection(Connection):
     _msal_client: Any  # set by O365's Connection.__init__
     session: Any
     timeout: Any  # seconds a Graph request may wait for an answer (MS365_HTTP_TIMEOUT)
+    auth: tuple[str, str]  # (client id, client secret), set by O365's Connection.__init__
 
     def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
                  graph_resource: str = DEFAULT_GRAPH_URL + "/",
@@ -160,6 +161,11 @@ class PluginConnection(Connection):
         #: (an operator rotated it in Maestro while the bot ran), and the refresh is tried
         #: once more with it.
         self.new_secret: Callable[[], bool] | None = None
+
+    def use_secret(self, secret: str) -> None:
+        """Sign in with another client secret from now on (an operator rotated it)."""
+        self.auth = (self.auth[0], secret)
+        self._msal_client = None
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))

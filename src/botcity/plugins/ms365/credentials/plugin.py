@@ -318,8 +318,7 @@ class MS365CredentialsPlugin:
         if secret and secret != con.auth[1]:
             log.info("The client secret in Maestro credential '%s' changed; using the new "
                      "one", self._credential_label)
-            con.auth = (con.auth[0], secret)
-            con._msal_client = None
+            con.use_secret(secret)
             self._app = AppCredentials(self._app.client_id, secret, self._app.tenant_id,
                                        self._app.source)
 

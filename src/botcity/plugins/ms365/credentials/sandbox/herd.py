@@ -121,7 +121,7 @@ class ColdStarts:
 
 
 def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
-                    period: float = 3.0) -> ColdStarts:
+                    period: float = 3.0, coordinate: bool = True) -> ColdStarts:
     """``processes`` bot processes start together ``repetitions`` times, each time on an
     access token that expired a second before (bots that run on a schedule after a quiet
     period): how many refresh grants each start costs. The processes start once; for each
@@ -139,7 +139,8 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     env = sandbox.process_env(
         BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,
         BOTCITY_KEY=sandbox.maestro.key, HERD_STARTS=",".join(f"{m:.3f}" for m in moments),
-        MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""))
+        MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
+        MS365_COORDINATE_REFRESH="1" if coordinate else "0")
     bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]

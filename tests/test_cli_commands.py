@@ -113,6 +113,7 @@ def test_login_shows_what_it_waits_for_and_a_countdown(sandbox, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Waiting for the sign-in..." in run.stdout
     assert re.search(r"waiting for the sign-in: \d+:\d\d left", run.stderr)
+    assert "\x1b" not in run.stderr + run.stdout, "no ANSI escapes (old Windows consoles)"
 
 
 def test_login_with_a_wrong_maestro_key(sandbox, tmp_path):
@@ -336,3 +337,18 @@ def test_expire_helper_only_touches_access_tokens(sandbox, logged_in):
     stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
     expired = json.loads(expire_token_text(json.dumps(stored)))
     assert expired["RefreshToken"] == stored["RefreshToken"]
+
+
+def test_an_account_name_a_windows_code_page_cannot_print(sandbox, tmp_path):
+    """stdout redirected on Windows uses the ANSI code page (cp1252): the command prints
+    what it can instead of crashing."""
+    sandbox.tenant.signing_in = sandbox.tenant.add_user(
+        "łukasz.źdźbło@contoso.onmicrosoft.com", "Łukasz")  # none of ł, ź in cp1252
+    env = file_env(sandbox, PYTHONIOENCODING="cp1252")
+    login = cli(env, "login", "--scopes", "basic", cwd=tmp_path,
+                answer=consent_answerer(sandbox))
+    status = cli(env, "status", cwd=tmp_path)
+    for run in (login, status):
+        assert run.returncode == 0, run.stderr
+        assert "Traceback" not in run.stderr
+    assert "Account:        ?ukasz.?d?b?o@contoso.onmicrosoft.com" in status.stdout

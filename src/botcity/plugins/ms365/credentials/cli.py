@@ -450,7 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_everywhere() -> None:
+    """A Windows console redirected to a file or an IDE's pipe writes in the ANSI code page
+    (cp1252, ...): an account name it cannot encode must not crash the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _printable_everywhere()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

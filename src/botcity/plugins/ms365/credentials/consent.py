@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-from . import _o365
+from . import _o365, platform
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -59,19 +58,9 @@ Notify = Callable[[str, str], None]
 
 
 def stdin_is_usable(stdin: TextIO | None) -> bool:
-    """False when stdin is missing, closed or the null device (a Runner's service)."""
-    if stdin is None or getattr(stdin, "closed", True):
-        return False
-    try:
-        fd = stdin.fileno()
-        info = os.fstat(fd)
-    except (OSError, ValueError, AttributeError):
-        return True  # a replaced stream (an IDE, a test) without a descriptor: a person
-    try:
-        null = os.stat(os.devnull)
-    except OSError:
-        return True
-    return not (info.st_ino == null.st_ino and info.st_dev == null.st_dev)
+    """False when stdin is missing, closed or the null device (a service's); see
+    :func:`.platform.person_at_keyboard`, which asks the OS."""
+    return platform.person_at_keyboard(stdin)
 
 
 def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None) -> bool:

@@ -76,13 +76,16 @@ class MemoryText(TextPersistence):
 
 class FileText(TextPersistence):
     """A local file. A save writes a temporary file in the same folder (its name carries
-    the writer's process id), makes it readable by its user only, and renames it over the
-    file: the file is always the old or the new text, never half of one."""
+    the writer's process id), makes it readable by its user only (:func:`.platform.protect`:
+    mode 0600 on POSIX, an owner-only access list on Windows), and renames it over the
+    file, waiting out a moment another process has it open (Windows): the file is always
+    the old or the new text, never half of one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rename: Callable[[Any, Any], None] = os.replace) -> None:
         self.path = path
         self.location = f"file {path.resolve()}"
         self.removal = f"delete {path.resolve()}"
+        self._rename = rename  # the OS's rename (tests pass one that fails)
 
     def load(self, max_age: float | None = None) -> str | None:
         try:
@@ -110,8 +113,15 @@ class FileText(TextPersistence):
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+            platform.protect(tmp)
+            platform.replace(tmp, self.path, rename=self._rename)
+        except PermissionError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise StoreError(
+                f"Cannot write {self.location}: {exc.strerror or exc}. Another program "
+                "keeps it open (another bot reading it, an antivirus, a sync client such "
+                "as OneDrive) or its folder is not writable; the token stored there is "
+                "unchanged.") from None
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None

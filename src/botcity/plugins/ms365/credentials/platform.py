@@ -1,28 +1,216 @@
 """Every question whose answer depends on the operating system, answered in one place.
 
+- :func:`stdin_kind` and :func:`person_at_keyboard`: is someone there to paste an
+  address (a console, an IDE's Run window) or not (a closed stdin, the null device)?
+- :func:`protect`: make a token file readable by its user only;
+- :func:`replace`: rename a temporary file over the token file, waiting out another
+  process that has it open (Windows);
 - :func:`user_data_dir`: where per-user data lives (the fallback folder);
 - :func:`pid_alive`: whether the process that left a temporary file is still running.
 
 Each takes the OS facts it needs as arguments with the real ones as defaults (``system``
-is ``sys.platform``; ``environ`` is ``os.environ``; the Windows calls are small functions
-passed in), so the tests on Linux run every Windows branch with the values Windows
-really returns. Nothing else in the plugin asks which OS it runs on.
+is :data:`SYSTEM`; ``environ`` is ``os.environ``; the Windows calls are small functions
+in :class:`WindowsCalls`, passed in), so the tests on Linux run every Windows branch with
+the values Windows really returns. Nothing else in the plugin asks which OS it runs on.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 APP = "botcity-ms365"
+#: The OS the plugin runs on (``sys.platform``); tests set it to try another OS's branch.
+SYSTEM = sys.platform
+
+# -- is a person at the keyboard? ------------------------------------------------------------
+#: Win32 GetFileType answers (Microsoft's documentation of GetFileType).
+FILE_TYPE_UNKNOWN, FILE_TYPE_DISK, FILE_TYPE_CHAR, FILE_TYPE_PIPE = 0, 1, 2, 3
+
+
+@dataclass
+class WindowsCalls:
+    """The Win32 calls the plugin makes, as functions a test can replace.
+
+    - ``handle(fd)``: ``msvcrt.get_osfhandle``; raises ``OSError`` (EBADF) for a closed
+      descriptor;
+    - ``file_type(handle)``: ``GetFileType``;
+    - ``console_mode(handle)``: whether ``GetConsoleMode`` succeeds (it fails for the
+      ``NUL`` device, which is a character device too);
+    - ``protect(path)``: set a protected DACL granting the file's owner, SYSTEM and
+      Administrators only (CPython's own choice for ``os.mkdir(path, 0o700)``).
+    """
+
+    handle: Callable[[int], int]
+    file_type: Callable[[int], int]
+    console_mode: Callable[[int], bool]
+    protect: Callable[[str], None]
+
+
+def _real_windows_calls() -> WindowsCalls:  # pragma: no cover - runs on Windows only
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.GetFileType.argtypes = [wintypes.HANDLE]
+    kernel32.GetFileType.restype = wintypes.DWORD
+    kernel32.GetConsoleMode.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+    kernel32.GetConsoleMode.restype = wintypes.BOOL
+
+    def console_mode(handle: int) -> bool:
+        mode = wintypes.DWORD()
+        return bool(kernel32.GetConsoleMode(handle, ctypes.byref(mode)))
+
+    def protect(path: str) -> None:
+        descriptor = ctypes.c_void_p()
+        if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                OWNER_ONLY_SDDL, 1, ctypes.byref(descriptor), None):
+            raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        try:
+            if not advapi32.SetFileSecurityW(
+                    path, DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                    descriptor):
+                raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        finally:
+            kernel32.LocalFree(descriptor)
+
+    return WindowsCalls(handle=msvcrt.get_osfhandle,  # type: ignore[attr-defined]
+                        file_type=kernel32.GetFileType, console_mode=console_mode,
+                        protect=protect)
+
+
+_WINDOWS: WindowsCalls | None = None
+
+
+def windows_calls() -> WindowsCalls:
+    """The real Win32 calls (made once, on Windows only)."""
+    global _WINDOWS
+    if _WINDOWS is None:
+        _WINDOWS = _real_windows_calls()
+    return _WINDOWS
+
+
+def stdin_kind(stdin: TextIO | None, system: str | None = None,
+               windows: WindowsCalls | None = None) -> str:
+    """What stdin is: ``"console"`` (a terminal), ``"pipe"`` (an IDE's Run window, a
+    parent process), ``"file"`` (redirected from a file), ``"null"`` (``/dev/null``,
+    ``NUL``), ``"closed"`` (none, closed, or a Windows handle that is not valid) or
+    ``"replaced"`` (a stream without a descriptor: an IDE's or a test's).
+
+    On Windows ``os.fstat`` cannot tell these apart (it gives ``st_ino == st_dev == 0``
+    for a console, a pipe and ``NUL`` alike) and ``os.isatty`` is True for ``NUL``; the
+    handle's ``GetFileType``, and ``GetConsoleMode`` for a character device, can."""
+    system = SYSTEM if system is None else system
+    if stdin is None or getattr(stdin, "closed", True):
+        return "closed"
+    try:
+        fd = stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return "replaced"
+    if system == "win32":
+        calls = windows or windows_calls()
+        try:
+            handle = calls.handle(fd)
+        except OSError:
+            return "closed"
+        if handle in (None, 0, -1, -2) or handle >= 2**64 - 2:  # NULL, INVALID, no stream
+            return "closed"
+        kind = calls.file_type(handle)
+        if kind == FILE_TYPE_CHAR:
+            return "console" if calls.console_mode(handle) else "null"
+        if kind == FILE_TYPE_PIPE:
+            return "pipe"
+        if kind == FILE_TYPE_DISK:
+            return "file"
+        return "closed"
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return "closed"
+    try:
+        null = os.stat(os.devnull)
+        if (info.st_ino, info.st_dev) == (null.st_ino, null.st_dev):
+            return "null"
+    except OSError:
+        pass
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode):
+        return "pipe"
+    if stat.S_ISREG(info.st_mode):
+        return "file"
+    return "console"
+
+
+def person_at_keyboard(stdin: TextIO | None, system: str | None = None,
+                       windows: WindowsCalls | None = None) -> bool:
+    """Whether someone can answer on stdin: a console, an IDE's Run window or a parent
+    process's pipe (as 0.2.0 assumed), or a file of prepared answers; not a closed stdin
+    or the null device (a service's)."""
+    return stdin_kind(stdin, system, windows) not in ("closed", "null")
+
+
+# -- a token file only its user can read ----------------------------------------------------
+#: Owner, SYSTEM and Administrators; protected from the folder's inherited entries.
+OWNER_ONLY_SDDL = "D:P(A;;FA;;;OW)(A;;FA;;;SY)(A;;FA;;;BA)"
+DACL_SECURITY_INFORMATION = 0x00000004
+PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
+
+
+def protect(path: str | os.PathLike[str], system: str | None = None,
+            windows: WindowsCalls | None = None) -> None:
+    """Make ``path`` readable and writable by its user only: mode 0600 on POSIX; on
+    Windows, where ``chmod`` only toggles the read-only flag, a protected access list
+    for its owner (and SYSTEM and Administrators) instead of the folder's."""
+    system = SYSTEM if system is None else system
+    if system == "win32":
+        (windows or windows_calls()).protect(os.fspath(path))
+    else:
+        os.chmod(path, 0o600)
+
+
+# -- renaming over a file another process has open -------------------------------------------
+#: Windows refuses to rename over a file another process has open: ERROR_ACCESS_DENIED (5)
+#: or ERROR_SHARING_VIOLATION (32), both PermissionError (errno 13) in Python.
+SHARING_ERRORS = (5, 32)
+REPLACE_SECONDS = 2.0
+
+
+def replace(source: str | os.PathLike[str], target: str | os.PathLike[str],
+            rename: Callable[[Any, Any], None] = os.replace,
+            sleep: Callable[[float], None] = time.sleep,
+            seconds: float = REPLACE_SECONDS) -> None:
+    """``os.replace``, retried for up to ``seconds`` while another process has the target
+    open (another bot reading it, an antivirus, OneDrive syncing the folder): 50 ms,
+    doubling to 400 ms. Then the last ``PermissionError`` is raised."""
+    waited, wait = 0.0, 0.05
+    while True:
+        try:
+            rename(source, target)
+            return
+        except PermissionError as exc:
+            winerror = getattr(exc, "winerror", None)
+            retriable = winerror in SHARING_ERRORS or (winerror is None
+                                                        and exc.errno == errno.EACCES)
+            if not retriable or waited + wait > seconds:
+                raise
+        sleep(wait)
+        waited += wait
+        wait = min(wait * 2, 0.4)
 
 
 class NoDataDir(Exception):
     """No folder for per-user data can be found (no HOME, no profile)."""
 
 
+# -- where per-user data lives ----------------------------------------------------------------
 def user_data_dir(environ: Mapping[str, str] | None = None, system: str | None = None,
                   home: Callable[[], Path] | None = None) -> Path:
     """The per-user data folder of the plugin, by the platform's rules (as platformdirs):
@@ -36,7 +224,7 @@ def user_data_dir(environ: Mapping[str, str] | None = None, system: str | None =
     :class:`NoDataDir` when the rules lead nowhere (a container with a random UID and no
     HOME): only an error when a fallback is actually needed."""
     environ = os.environ if environ is None else environ
-    system = sys.platform if system is None else system
+    system = SYSTEM if system is None else system
     if system == "win32":
         local = environ.get("LOCALAPPDATA") or (
             str(Path(environ["USERPROFILE"]) / "AppData" / "Local")
@@ -99,7 +287,7 @@ def pid_alive(pid: int, system: str | None = None,
               signal: Callable[[int], None] = _posix_signal) -> bool:
     """Whether process ``pid`` still runs. On Windows this must not use ``os.kill``, which
     there terminates the process; it asks ``OpenProcess``/``GetExitCodeProcess``."""
-    system = sys.platform if system is None else system
+    system = SYSTEM if system is None else system
     if pid <= 0:
         return False
     if system == "win32":

@@ -31,8 +31,8 @@ def test_every_known_code_becomes_its_exception_with_meaning_and_fix(code):
     known = AADSTS[code]
     error = explain(answer(code), "refreshing the access token")
     assert type(error) is KINDS[known.kind]
-    assert code in str(error) and known.meaning in str(error) and known.fix in str(error)
-    assert "Trace ID" not in str(error)
+    assert code in str(error) and known.meaning in str(error)
+    assert known.fix in str(error) or not known.fix
     if isinstance(error, AuthorizationError):
         assert error.code == code and error.meaning == known.meaning
 

@@ -307,20 +307,29 @@ def test_an_idle_connection_does_not_keep_the_browser_out(sandbox, monkeypatch):
 
 
 def test_a_temporary_file_a_killed_save_left_goes_at_the_next_save(tmp_path):
+    import os
+    import subprocess
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: its pid names no running process
     target = FileText(tmp_path / "o365_token.txt")
-    dead = tmp_path / ".o365_token.txt.999999.abcd1234.tmp"  # pid 999999: no such process
+    dead = tmp_path / f".o365_token.txt.{gone.pid}.abcd1234.tmp"
     dead.write_text("a refresh token")
-    mine = tmp_path / ".o365_token.txt.999998.efgh5678.tmp"
-    mine.write_text("another")
-    running = tmp_path / f".o365_token.txt.{__import__('os').getppid()}.ijkl9012.tmp"
+    running = tmp_path / f".o365_token.txt.{os.getppid()}.ijkl9012.tmp"
     running.write_text("a save under way in another process")
+    mine = tmp_path / f".o365_token.txt.{os.getpid()}.mnop3456.tmp"
+    mine.write_text("a save under way in another thread of this process")
+    orphan = tmp_path / ".o365_token.txt.qrstuvwx.tmp"  # an older version's, no pid
+    orphan.write_text("a refresh token")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    fresh_orphan = tmp_path / ".o365_token.txt.yzabcdef.tmp"
+    fresh_orphan.write_text("an older version's save under way")
 
     target.save("{}")
 
-    assert not dead.exists() and not mine.exists()
-    assert running.exists(), "a running process's save is left alone"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["o365_token.txt",
-                                                                 running.name])
+    assert not dead.exists() and not orphan.exists()
+    assert running.exists() and mine.exists() and fresh_orphan.exists(), (
+        "saves that may still be under way are left alone")
 
 
 def no_home(monkeypatch):
@@ -393,13 +402,16 @@ def test_migrate_converts_only_the_file_it_is_given(sandbox, maestro, tmp_path):
 
 
 def test_the_cli_explains_a_path_it_cannot_use_without_a_traceback(sandbox, tmp_path):
-    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-folder" / "o365_token.txt").mkdir(parents=True)  # a folder, not a file
     env = bot_env(sandbox, MS365_CLIENT_ID=sandbox.app.client_id,
                   MS365_CLIENT_SECRET=sandbox.app.secret)
-    for args in (["migrate", "a-folder"], ["status", "--token-path", "a-folder/x/../"]):
-        run = run_process([SCRIPT, *args], env, cwd=tmp_path, stdin_closed=True)
-        assert run.returncode in (0, 1), run.stderr
-        assert "Traceback" not in run.stderr, run.stderr
+    run = run_process([SCRIPT, "migrate", "a-folder"], env, cwd=tmp_path, stdin_closed=True)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "Is a directory (a-folder)" in run.stderr
+    run = run_process([SCRIPT, "status", "--token-path", "a-folder"], env, cwd=tmp_path,
+                      stdin_closed=True)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "Cannot read file" in run.stderr and "Is a directory" in run.stderr
     (tmp_path / "a-file").write_text("x")
     run = run_process([SCRIPT, "login", "--token-path", "a-file/sub/token.json", "--scopes",
                        "basic"], env, cwd=tmp_path, answer=consent_answerer(sandbox))

@@ -100,7 +100,9 @@ def test_o365_lets_the_backend_renew_itself():
     """should_refresh_token may answer None: 'the backend refreshed, go on'."""
     source = inspect.getsource(Connection._try_refresh_token)
     assert "should_rt is True" in source and "should_rt is False" in source
-    assert "return True" in source.split("should_rt is False")[1]
+    after_false = source.split("should_rt is False")[1]
+    assert "else:" in after_false and "return True" in after_false.split("else:")[1], (
+        "a None answer goes on with the request")
 
 
 def test_msal_takes_the_time_and_the_sign_in_options_we_pass():

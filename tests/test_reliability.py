@@ -29,7 +29,7 @@ def refresh_secrets(text: str) -> set[str]:
 
 def test_eight_bots_share_one_token_through_three_expiries(sandbox):
     """Eight bots through three expiries of 6 s access tokens (the first lives 12 s):
-    each token is renewed by one bot, two at most (see coordination.py for the odds)."""
+    each token is renewed by one bot, two at most (see renewal.py for the odds)."""
     result = run_herd(sandbox, processes=8, expiries=3, lifetime=6)
     print(f"\nrefresh-token grants per token renewed: {result.refreshes_per_token}; "
           f"graph calls: {result.graph_calls}; maestro credential requests: "

@@ -5,7 +5,7 @@ times. Every extra Maestro or token request is paid by every bot run.
     refresh during a run (the leader)  1 token request + 1 read + 1 write, no Graph 401
     another bot refreshed already      1 read
     refresh at start (token expired)   the start's read + 1 claim write + 1 read
-                                       + 1 token request + 1 write
+                                       + 1 token request + 1 read + 1 write
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def test_a_bot_starting_on_an_expired_token_claims_it_then_renews(stored, maestr
     plugin.authenticate()  # at start: the token in Maestro has expired
 
     assert len(stored.token_requests()) == 1
-    assert credential_requests(stored, "GET") == 2, "the start's read, and the claim's"
+    assert credential_requests(stored, "GET") == 3, (
+        "the start's read, the claim's read back, the read before writing")
     assert credential_requests(stored, "POST") == 2, "the claim, and the rotated token"
     token = __import__("json").loads(stored.maestro.secret(LABEL, "token"))
     assert "renewing" not in token["botcity"], "the renewed token carries no claim"

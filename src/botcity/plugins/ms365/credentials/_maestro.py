@@ -42,6 +42,40 @@ def check_name(kind: str, name: object) -> str:
 
 #: Alerts sent by this process, so a bot that retries does not flood the operator.
 _ALERTED: set[tuple[str, str]] = set()
+#: What the SDK raises when Maestro fails or answers what it cannot read: requests'
+#: errors, ``ValueError``/``KeyError`` (not JSON, a missing field), ``AttributeError``/
+#: ``TypeError`` (JSON of another shape: its ``ServerMessage.from_json`` calls ``.get``),
+#: ``RuntimeError`` (its own checks: not logged in, version unknown).
+SDK_FAILURES = (requests.RequestException, ValueError, KeyError, AttributeError, TypeError,
+                RuntimeError)
+
+
+def connect(server: str, login: str, key: str) -> Any:
+    """A ``BotMaestroSDK`` logged in to ``server`` (what ``botcity-ms365`` uses)."""
+    from botcity.maestro import BotMaestroSDK
+
+    sdk = BotMaestroSDK(server, login, key)
+    try:
+        sdk.login()
+    except requests.ConnectionError as exc:
+        raise StoreUnavailable(f"BotCity Maestro at {server} is unreachable "
+                               f"({type(exc).__name__}).") from None
+    except SDK_FAILURES:
+        raise StoreError(f"BotCity Maestro at {server} refused the login {login!r}: check "
+                         "the login and key (Maestro > Dev. Environment), and the server "
+                         "address.") from None
+    return sdk
+
+
+def is_online(sdk: Any) -> bool:
+    """Whether a ``BotMaestroSDK`` is connected (not BotCity's offline mode)."""
+    return bool(getattr(sdk, "is_online", False))
+
+
+def task_id(sdk: Any) -> str:
+    """The task a Runner started the bot for ("" without a Runner)."""
+    value = getattr(sdk, "task_id", None) if sdk is not None else None
+    return "" if value in (None, "", 0, "0") else str(value)
 
 
 def _version_tuple(version: str | None) -> tuple[int, ...]:
@@ -59,8 +93,8 @@ class MaestroVault:
     an operator last left them. Maestro's API writes whole sets: two writers within a few
     milliseconds can still lose one write."""
 
-    #: How old the read a write is based on may be.
-    WRITE_BASE_AGE = 5.0
+    #: How old the read a write is based on may be (callers read just before).
+    WRITE_BASE_AGE = 1.0
 
     def __init__(self, maestro: Any) -> None:
         self._sdk = maestro
@@ -137,7 +171,7 @@ class MaestroVault:
                 data = None
             else:
                 raise self._fail("read", label, exc) from None
-        except (requests.RequestException, ValueError, AttributeError, TypeError) as exc:
+        except SDK_FAILURES as exc:
             # not JSON (a proxy's page), or JSON the SDK cannot read (a list)
             raise self._fail("read", label, exc) from None
         if data is not None and (not isinstance(data, dict)
@@ -174,7 +208,7 @@ class MaestroVault:
         try:
             secrets = self._secrets(label, self.WRITE_BASE_AGE)
         except StoreUnavailable as exc:
-            if (exc.status or 0) < 500:
+            if not exc.may_be_absent:
                 raise
             secrets, created = self._create_if_absent(label, key, value, exc), True
         try:
@@ -212,7 +246,7 @@ class MaestroVault:
                     secrets = []
         except StoreError:
             raise
-        except (requests.RequestException, ValueError, RuntimeError) as exc:
+        except SDK_FAILURES as exc:
             self._sets.pop(label, None)  # what Maestro holds now is unknown
             raise self._fail("write", label, exc) from None
         changed = [item for item in secrets or [] if item.get("key") != key]
@@ -223,11 +257,13 @@ class MaestroVault:
                           read_failed: StoreUnavailable) -> list[dict[str, Any]]:
         """The read of ``label`` got a 5xx, which Maestro may answer for a label that does
         not exist: creating it tells (it fails when the label exists, or Maestro is
-        down, and then the read's error stands)."""
+        down, and then the read's error stands). This relies on Maestro refusing to
+        create a label that exists, as the SDK's own ``create_credential`` does (it
+        creates whenever its read fails); not yet checked against a real Maestro."""
         try:
             self._sdk._create_credential_by_label(
                 label, [{"key": key, "value": value, "valid": True}])
-        except (requests.RequestException, ValueError, RuntimeError, AttributeError):
+        except SDK_FAILURES:
             raise read_failed from None
         log.info("Created Maestro credential %r (reading it had failed)", label)
         return []
@@ -244,10 +280,10 @@ class MaestroVault:
         from botcity.maestro import AlertType
 
         try:
-            self._sdk.alert(task_id=str(getattr(self._sdk, "task_id", "") or ""), title=title,
+            self._sdk.alert(task_id=task_id(self._sdk), title=title,
                             message=message,
                             alert_type=AlertType.ERROR if error else AlertType.WARN)
-        except (requests.RequestException, ValueError, RuntimeError) as exc:
+        except SDK_FAILURES as exc:
             log.warning("Could not raise a Maestro alert at %s: %s", self.server,
                         type(exc).__name__)
             return False
@@ -260,6 +296,6 @@ class MaestroVault:
         except ValueError as exc:
             if "does not exist" not in str(exc):
                 raise self._fail("remove a key of", label, exc) from None
-        except (requests.RequestException, RuntimeError) as exc:
+        except SDK_FAILURES as exc:
             raise self._fail("remove a key of", label, exc) from None
         self._sets.pop(label, None)  # read again when next asked

@@ -7,8 +7,8 @@ What it changes, and why:
   and msal needs ``instance_discovery=False`` for a host Microsoft does not know;
 - the Graph URL: ``MSGraphProtocol._protocol_url`` (a documented override point);
 - the request: before each Graph request, the access token is renewed when this
-  process's moment has come (``coordination.py``); O365 alone renews only after Graph
-  answered 401;
+  process's moment has come (``renewal.py``); O365 alone renews only after Graph
+  answered 401; a request that gets no answer times out (``MS365_HTTP_TIMEOUT``);
 - the refresh: O365 turns every refusal into ``RuntimeError("...: invalid_grant")``,
   dropping Microsoft's AADSTS code, and its client-credentials renewal breaks once msal
   has dropped the expired token it reads the scopes from. The override turns Microsoft's
@@ -50,7 +50,6 @@ from O365.connection import (
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ._clock import CLOCK
 from ._transport import DEFAULT_BUDGET, RetryingSession
 from .errors import (
     AuthorizationError,
@@ -61,6 +60,7 @@ from .errors import (
     StoreUnavailable,
     explain,
 )
+from .renewal import LONGEST_CLAIM
 from .scopes import RESERVED, permission_name
 from .tokens import fresh_enough
 
@@ -122,6 +122,8 @@ def graph_protocol(graph_url: str) -> MSGraphProtocol:
 
 #: msal's failures that mean "the identity platform did not answer as it should".
 _OUTAGES = (requests.RequestException, MsalServiceError)
+#: msal's failures on an answer it cannot read (a proxy's page, a malformed id token).
+_ODD_ANSWERS = (ValueError, KeyError, IndexError, TypeError)
 #: How long to wait before retry ``n`` after Azure AD detected a request loop (AADSTS50196).
 _LOOP_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0)
 
@@ -153,7 +155,9 @@ class PluginConnection(Connection):
         #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
         self.retry_budget = retry_budget
         self._transports: dict[int, RetryingSession] = {}
-        self._renewing = threading.Lock()
+        self._renewing = threading.RLock()
+        # claims on an expired token last as long as this bot may be kept retrying
+        self.token_backend.renewer.claim_seconds = min(LONGEST_CLAIM - 10, retry_budget + 10)
         #: Called when Microsoft refuses a refresh (a dead refresh token, an expired secret,
         #: conditional access): the bot cannot go on without a person or an operator.
         self.on_refused: Callable[[AuthorizationError], None] | None = None
@@ -162,10 +166,18 @@ class PluginConnection(Connection):
         #: once more with it.
         self.new_secret: Callable[[], bool] | None = None
 
-    def use_secret(self, secret: str) -> None:
-        """Sign in with another client secret from now on (an operator rotated it)."""
+    @property
+    def client_secret(self) -> str:
+        return self.auth[1]
+
+    def use_secret(self, secret: str) -> bool:
+        """Sign in with ``secret`` from now on (an operator rotated it); True when it is
+        another secret than the one in use."""
+        if not secret or secret == self.auth[1]:
+            return False
         self.auth = (self.auth[0], secret)
         self._msal_client = None
+        return True
 
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
@@ -246,7 +258,7 @@ class PluginConnection(Connection):
         if self.session is None:
             self.session = self.get_session(load_token=True)
         if self.token_backend.refresh_due(self.username):
-            self._renew_early()
+            self._renew_or_postpone()
         try:
             response = super().oauth_request(url, method, **kwargs)
         except (requests.Timeout, requests.ConnectionError) as exc:
@@ -254,59 +266,57 @@ class PluginConnection(Connection):
                 f"Microsoft Graph did not answer {method.upper()} {urlsplit(url).path} "
                 f"({type(exc).__name__}, timeout {self.timeout} s; set MS365_HTTP_TIMEOUT to "
                 "wait longer). Try again later.") from None
-        CLOCK.learn(response.headers.get("Date"))
+        self.token_backend.clock.learn(response.headers.get("Date"))
         return response
 
-    def _renew_early(self) -> None:
-        """Renew (one thread at a time); while the access token still works, a failure
-        only postpones the next try to its expiry (the bot goes on; the error comes
-        then, if it lasts)."""
+    def _renew_or_postpone(self) -> None:
+        """Renew; while the access token still works, a failure only postpones the next
+        try to its expiry (the bot goes on; the error comes then, if it lasts)."""
         with self._renewing:
             if self.token_backend.refresh_due(self.username):  # not done by another thread
-                self._renew_or_postpone()
+                self._renew_or_postpone_now()
 
-    def _renew_or_postpone(self) -> None:
+    def _renew_or_postpone_now(self) -> None:
         token = self.token_backend.get_access_token(username=self.username)
+        clock = self.token_backend.clock
         try:
             self.renew()
         except MS365CredentialsError as exc:
-            if token is None or float(token.get("expires_on", 0)) <= CLOCK.now() + 1:
+            if token is None or float(token.get("expires_on", 0)) <= clock.now() + 1:
                 raise
             self.token_backend.schedule.not_before_expiry(token)
             log.warning("Could not renew the access token before it expires (%s); going "
                         "on with it, and trying again when it expires in %.0f s", exc,
-                        float(token["expires_on"]) - CLOCK.now())
+                        float(token["expires_on"]) - clock.now())
 
     def renew(self) -> None:
         """Get a usable access token: another bot's through the store, or a refreshed one
-        (see ``renewal.py``). When Azure AD detects a request loop (AADSTS50196:
-        throttling, the token is fine), wait and look again, within the retry budget:
-        another bot has often renewed meanwhile."""
-        deadline = time.monotonic() + self.retry_budget
-        for wait in (*_LOOP_BACKOFF, None):
-            try:
-                self.token_backend.renewer.renew(self._request_token)
-                break
-            except ServiceUnavailable as exc:
-                if exc.code != "AADSTS50196" or wait is None or (
-                        time.monotonic() + wait > deadline):
-                    raise
-                log.warning("Microsoft throttles a request loop (AADSTS50196); looking again "
-                            "in %.0f s", wait)
-                time.sleep(wait)
-        self.rejected = None
-        if self.session is not None:
-            self.update_session_auth_header()
+        (see ``renewal.py``), one thread of this bot at a time. When Azure AD detects a
+        request loop (AADSTS50196: throttling, the token is fine), wait and look again,
+        within the retry budget: another bot has often renewed meanwhile."""
+        with self._renewing:
+            deadline = time.monotonic() + self.retry_budget
+            for wait in (*_LOOP_BACKOFF, None):
+                try:
+                    self.token_backend.renewer.renew(self._request_token)
+                    break
+                except ServiceUnavailable as exc:
+                    if exc.code != "AADSTS50196" or wait is None or (
+                            time.monotonic() + wait > deadline):
+                        raise
+                    log.warning("Microsoft throttles a request loop (AADSTS50196); looking "
+                                "again in %.0f s", wait)
+                    time.sleep(wait)
+            self.rejected = None
+            if self.session is not None:
+                self.update_session_auth_header()
 
     def refresh_token(self) -> bool:
         """Get a new access token (and rotated refresh token) now, and write it to the
-        store as after any renewal (``TokenStore.write_refreshed``: its outcome is in
-        ``token_backend.renewer.outcome``). App-only connections ask for a new token with
-        the client credentials."""
-        self._request_token()
-        self.token_backend.schedule.leading = True
-        self.token_backend.renewer.outcome = self.token_backend.write_refreshed()
-        return True
+        store as after any renewal (its outcome is in ``token_backend.renewer.outcome``).
+        App-only connections ask for a new token with the client credentials."""
+        with self._renewing:
+            return self.token_backend.renewer.refresh_now(self._request_token)
 
     def _request_token(self, retried: bool = False) -> None:
         """Ask Microsoft for a new token; msal puts it in the store's memory."""
@@ -374,6 +384,12 @@ class PluginConnection(Connection):
                 f"Microsoft's identity platform answered {what} for "
                 f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
                 "Try again later.") from None
+        except _ODD_ANSWERS as exc:
+            self._msal_client = None
+            raise ServiceUnavailable(
+                f"Microsoft's identity platform answered something msal cannot read while "
+                f"{doing} ({type(exc).__name__}: a proxy's page?). Try again later, or check "
+                "the machine's proxy.") from None
         if isinstance(result, dict) and "error" in result:
             self._msal_client = None
         gave_up = transport.gave_up if transport is not None else None
@@ -446,6 +462,11 @@ def _redeem(account: Account, client: Any, call: Callable[[], Any], doing: str,
             f"Microsoft's identity platform answered "
             f"{(transport.gave_up if transport else None) or type(exc).__name__} while "
             f"{doing}. Try again later.") from None
+    except _ODD_ANSWERS as exc:
+        raise ServiceUnavailable(
+            f"Microsoft's identity platform answered something msal cannot read while "
+            f"{doing} ({type(exc).__name__}). Try again later, or check the machine's "
+            "proxy.") from None
     if "access_token" not in result:
         raise explain(result, doing)
     return _signed_in(account, result, client_type, save)
@@ -480,10 +501,11 @@ class CodeSignIn:
         def call() -> Any:
             try:
                 return self._client.acquire_token_by_auth_code_flow(self._flow, answer)
-            except ValueError as exc:  # msal: state mismatch or missing
+            except (ValueError, RuntimeError) as exc:  # msal: state or nonce mismatch
                 raise AuthorizationError(
-                    f"The authorization answer does not belong to this sign-in ({exc}). "
-                    "Start the authorization again.") from None
+                    "The authorization answer does not belong to this sign-in "
+                    f"({type(exc).__name__}: its state or nonce does not match). Start the "
+                    "authorization again.") from None
 
         try:
             return _redeem(self._account, self._client, call, doing, "confidential")
@@ -565,8 +587,9 @@ def granted_permissions(account: Account) -> frozenset[str]:
 
 def access_token_valid(account: Account) -> bool:
     """Whether the current access token is good for a while yet (see ``tokens.margin``)."""
-    token = account.con.token_backend.get_access_token(username=account.con.username)
-    return bool(token) and fresh_enough({"AccessToken": {"held": token}}, CLOCK.now())
+    store = account.con.token_backend
+    token = store.get_access_token(username=account.con.username)
+    return bool(token) and fresh_enough({"AccessToken": {"held": token}}, store.clock.now())
 
 
 def has_refresh_token(account: Account) -> bool:

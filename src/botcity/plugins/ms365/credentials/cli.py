@@ -52,19 +52,9 @@ def _maestro(args: argparse.Namespace) -> Any:
     if not (server and login and key):
         raise UsageError("give the Maestro server, login and key together (--server, --login, "
                          "--key, or BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
-    import requests
-    from botcity.maestro import BotMaestroSDK
+    from ._maestro import connect
 
-    sdk = BotMaestroSDK(server, login, key)
-    try:
-        sdk.login()
-    except ValueError:
-        raise StoreError(f"BotCity Maestro at {server} refused the login {login!r}: check the "
-                         "login and key (Maestro > Dev. Environment).") from None
-    except requests.RequestException as exc:
-        raise StoreError(f"BotCity Maestro at {server} is unreachable "
-                         f"({type(exc).__name__}).") from None
-    return sdk
+    return connect(server, login, key)
 
 
 def _store_spec(spec: str, maestro: Any, key: str, *, read_only: bool = False) -> Any:

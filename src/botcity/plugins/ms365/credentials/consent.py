@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from . import _o365, platform
+from ._maestro import task_id
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -66,8 +67,7 @@ def stdin_is_usable(stdin: TextIO | None) -> bool:
 def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None) -> bool:
     if environ.get(ENV_CONSENT, "").strip().lower() == "none":
         return True
-    task_id = getattr(maestro, "task_id", None) if maestro is not None else None
-    if task_id not in (None, "", 0, "0"):
+    if task_id(maestro):
         return True
     return not stdin_is_usable(stdin)
 

@@ -140,7 +140,8 @@ class FileText(TextPersistence):
 
     def clean(self, alive: Callable[[int], bool] = platform.pid_alive) -> int:
         """Remove the temporary files that saves of killed processes left beside the file
-        (they hold tokens); return how many. A running process's is left alone."""
+        (they hold tokens); return how many. A running process's is left alone, this
+        one's included (another thread may be saving)."""
         pattern = re.compile(re.escape(f".{self.path.name}.") + r"(?:(\d+)\.)?[^.]*\.tmp")
         removed = 0
         try:
@@ -153,7 +154,7 @@ class FileText(TextPersistence):
                 continue
             pid = int(match.group(1)) if match.group(1) else None
             try:
-                stale = (pid is not None and (pid == os.getpid() or not alive(pid))) or (
+                stale = (pid is not None and not alive(pid)) or (
                     pid is None and time.time() - candidate.stat().st_mtime > ORPHAN_SECONDS)
                 if stale:
                     candidate.unlink()

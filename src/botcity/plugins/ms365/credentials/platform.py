@@ -16,7 +16,6 @@ the values Windows really returns. Nothing else in the plugin asks which OS it r
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -196,10 +195,9 @@ def replace(source: str | os.PathLike[str], target: str | os.PathLike[str],
             rename(source, target)
             return
         except PermissionError as exc:
-            winerror = getattr(exc, "winerror", None)
-            retriable = winerror in SHARING_ERRORS or (winerror is None
-                                                        and exc.errno == errno.EACCES)
-            if not retriable or waited + wait > seconds:
+            # on POSIX a refused rename is a permission that waiting does not change
+            if getattr(exc, "winerror", None) not in SHARING_ERRORS or (
+                    waited + wait > seconds):
                 raise
         sleep(wait)
         waited += wait

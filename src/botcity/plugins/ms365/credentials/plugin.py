@@ -18,7 +18,7 @@ from O365 import Account
 
 from . import _o365
 from ._clock import CLOCK
-from ._maestro import MaestroVault
+from ._maestro import MaestroVault, is_online
 from .app_credentials import AppCredentials, resolve_app_credentials
 from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
@@ -92,7 +92,7 @@ class MS365CredentialsPlugin:
         auth_flow: str = "delegated",
     ) -> None:
         environ = os.environ
-        self._settings = settings = Settings.from_environ(environ)
+        settings = Settings.from_environ(environ)
         if maestro is not None and not hasattr(maestro, "is_online"):
             raise ConfigurationError(
                 f"maestro must be a BotMaestroSDK, not {type(maestro).__name__}."
@@ -102,7 +102,7 @@ class MS365CredentialsPlugin:
                 f"auth_flow must be 'delegated' (a user's token) or 'app' (app-only), not "
                 f"{auth_flow!r}.")
         self._maestro = maestro
-        self._vault = MaestroVault(maestro) if maestro is not None and maestro.is_online else None
+        self._vault = MaestroVault(maestro) if maestro is not None and is_online(maestro) else None
         if maestro is not None and self._vault is None:
             log.info("BotCity Maestro is not connected (offline mode): using the local file")
 
@@ -276,7 +276,7 @@ class MS365CredentialsPlugin:
         except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
             claims = exc.claims
         except StoreUnavailable as exc:
-            if (exc.status or 0) < 500:
+            if not exc.may_be_absent:
                 raise
             # Maestro may answer 5xx for a credential that does not exist: the save
             # creates it then, and fails (writing nothing) if it exists
@@ -303,22 +303,20 @@ class MS365CredentialsPlugin:
         """Microsoft refused the client secret: read the credential again; True when it
         holds another secret (now in use)."""
         assert self._vault is not None and self._credential_label
-        before = self._account.con.auth[1]
+        before = self._account.con.client_secret
         try:
-            self._vault.read(self._credential_label, max_age=0)
+            self._vault.read(self._credential_label, max_age=0)  # watchers take a new one
         except StoreError:
             return False
-        return self._account.con.auth[1] != before
+        return self._account.con.client_secret != before
 
     def _app_credentials_read(self, values: dict[str, str]) -> None:
         """Maestro's credential was read again: an operator may have put a new client
         secret in it since the bot started; the bot uses it from then on."""
         secret = (values.get("client_secret") or "").strip()
-        con = self._account.con
-        if secret and secret != con.auth[1]:
+        if self._account.con.use_secret(secret):
             log.info("The client secret in Maestro credential '%s' changed; using the new "
                      "one", self._credential_label)
-            con.use_secret(secret)
             self._app = AppCredentials(self._app.client_id, secret, self._app.tenant_id,
                                        self._app.source)
 

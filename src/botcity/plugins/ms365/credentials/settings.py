@@ -1,5 +1,8 @@
-"""Every environment variable the plugin reads, resolved once, with one parser for each
-kind of value. Arguments win over these; the README's configuration table lists both."""
+"""The environment variables the plugin reads: their names, and the values a plugin
+takes from them when it is made (one parser for seconds). ``MS365_CONSENT`` is read by
+``consent.choose_mode`` at each sign-in, the app's id, secret and tenant by
+``app_credentials``, ``MS365_FALLBACK_DIR`` when a fallback is first needed. Arguments win
+over all of these; the README's configuration table lists both."""
 
 from __future__ import annotations
 
@@ -41,9 +44,8 @@ def seconds(environ: Mapping[str, str], name: str, default: float, low: float,
 
 @dataclass(frozen=True)
 class Settings:
-    """What the environment says, once."""
+    """What the environment says, read once when a plugin is made."""
 
-    consent: str | None = None
     consent_timeout: float = 300.0
     retry_seconds: float = 60.0
     http_timeout: float = 60.0
@@ -55,7 +57,6 @@ class Settings:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         return cls(
-            consent=environ.get(ENV_CONSENT, "").strip() or None,
             consent_timeout=seconds(environ, ENV_CONSENT_TIMEOUT, 300.0, 1, 86400),
             retry_seconds=seconds(environ, ENV_RETRY_SECONDS, 60.0, 0, 3600),
             http_timeout=seconds(environ, ENV_HTTP_TIMEOUT, 60.0, 1, 3600),

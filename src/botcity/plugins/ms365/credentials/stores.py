@@ -200,11 +200,14 @@ class TokenStore(BaseTokenBackend):
         """The token the store holds now, with its ``botcity`` entry; None when there is
         none or it cannot be read as a token (a broken value is never trusted)."""
         try:
-            return self._stored(max_age)
+            return self.read_stored(max_age)
         except TokenFormatError:
             return None
 
-    def _stored(self, max_age: float | None = 0.0) -> dict[str, Any] | None:
+    def read_stored(self, max_age: float | None = 0.0) -> dict[str, Any] | None:
+        """The token the store holds (None: none); :class:`TokenFormatError` when the
+        value is not a token this version can read; :class:`StoreError` when the store
+        cannot be read. ``max_age``: an earlier read this recent will do."""
         text = self.persistence.load(max_age=max_age)
         if not text or not text.strip():
             return None
@@ -245,16 +248,16 @@ class TokenStore(BaseTokenBackend):
         self.persistence.save(with_meta(cache, {**entry, "renewing": {"by": by,
                                                                       "until": until}}))
 
-    def write_refreshed(self, base: dict[str, Any] | None = None) -> str:
-        """After a refresh: write the held token as the next generation of what the store
-        holds (``base``, a read just made, or read now). Says what happened: ``saved``;
-        ``newer kept`` (another bot saved meanwhile: its token is used); ``not written``
+    def write_refreshed(self) -> str:
+        """After a refresh: read the store, and write the held token as the next
+        generation of what it holds. Says what happened: ``saved``; ``newer kept``
+        (another bot saved a token still good meanwhile: it is used); ``not written``
         (the store holds no token any more, or one that cannot be read: left as it is);
         or what :meth:`_unsaved` did when the store failed."""
         if self.read_only:
             return "not written (read-only)"
         try:
-            stored = base if base is not None else self._stored(max_age=0.0)
+            stored = self.read_stored(max_age=0.0)
         except TokenFormatError:
             log.warning("%s holds a value that is not a token; the renewed token is not "
                         "written over it (%s to start over)", self.location, self.removal)
@@ -265,10 +268,9 @@ class TokenStore(BaseTokenBackend):
             log.warning("The token was removed from %s (logout?); the renewed token is not "
                         "written back", self.location)
             return "not written (removed)"
-        if self.saved_since(stored):
-            assert stored is not None
-            if usable_for(stored, self.clock.now()) > 0:
-                self.adopt(stored)
+        if stored is not None and self.saved_since(stored) and (
+                usable_for(stored, self.clock.now()) > 0):
+            self.adopt(stored)
             log.info("A newer token is already in %s; kept it", self.location)
             return "newer kept"
         return self._write(generation(stored) + 1)
@@ -277,9 +279,9 @@ class TokenStore(BaseTokenBackend):
         """Write the held token over what is stored (a person's sign-in, an operator's
         copy): absent or readable, never a value that cannot be read."""
         try:
-            stored = self._stored(max_age=0.0)  # raises TokenFormatError for a broken value
+            stored = self.read_stored(max_age=0.0)  # raises TokenFormatError for a broken value
         except StoreUnavailable as exc:
-            if (exc.status or 0) < 500:
+            if not exc.may_be_absent:
                 raise
             stored = None  # Maestro may answer 5xx for a credential that does not exist:
             # the write creates it then, and fails (writing nothing) if it exists
@@ -381,7 +383,7 @@ class MaestroTokenStore(TokenStore):
 
     def load_token(self) -> bool:
         try:
-            stored = self._stored(max_age=None)
+            stored = self.read_stored(max_age=None)
         except StoreUnavailable as exc:
             local = self.fallback.kept()
             if local is None or not fresh_enough(local, self.clock.now()):

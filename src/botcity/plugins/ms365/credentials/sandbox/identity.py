@@ -7,7 +7,7 @@ the token endpoint (authorization_code with PKCE, refresh_token with rotation,
 client_credentials, device_code) and the devicecode endpoint.
 
 What it models of Azure AD (sources: Microsoft's error-code reference and OAuth docs,
-msal's sources, answers quoted in users' reports; ``docs/azure-ad.md`` of the notes):
+msal's sources, answers quoted in users' reports: ``docs/notes/azure-ad.md``):
 
 - the app registration: redirect URIs per platform (*Web* is a confidential client;
   *Mobile and desktop* a public one, which refuses a secret: AADSTS700025), single- or

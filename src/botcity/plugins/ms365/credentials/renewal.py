@@ -241,36 +241,32 @@ class Renewer:
         more (a logout meanwhile), this bot refreshes for itself only: the write after
         the refresh declines to put a token back."""
         deadline = self.clock.now() + self.claim_seconds + POLL
+        claimed = False
         while True:
             holder = claim(stored, self.clock.now(), LONGEST_CLAIM)
-            if holder is None:
+            if holder is None and not claimed:
                 try:
                     self.store.write_claim(stored, self.me,
                                            self.clock.now() + self.claim_seconds)
                 except StoreError:
                     return self.refresh_now(refresh)
-                self.sleep(self.store.settle)
-                confirmed = self._read(max_age=0.0)
-                if not isinstance(confirmed, dict):
-                    return self.refresh_now(refresh)
-                stored = confirmed
-                if self._adopt_if_newer(stored):
-                    return False
-                holder = claim(stored, self.clock.now(), LONGEST_CLAIM)
-            if holder == self.me:
+                claimed = True
+                self.sleep(self.store.settle)  # then read back whose claim held
+            elif holder == self.me:
                 try:
                     return self.refresh_now(refresh)
                 except Exception:
                     self._give_up_claim()
                     raise
-            if holder is None or self.clock.now() >= deadline:
+            elif holder is None or self.clock.now() >= deadline:
                 return self.refresh_now(refresh)  # the claim vanished, or waited long enough
-            waited = self._wait_for(holder, deadline)
-            if not isinstance(waited, dict):
-                return self.refresh_now(refresh)
-            if self._adopt_if_newer(waited):
-                return False
-            # the claim lapsed (its bot stopped) or the wait ended: claim over a fresh read
+            else:
+                waited = self._wait_for(holder, deadline)
+                if not isinstance(waited, dict):
+                    return self.refresh_now(refresh)
+                if self._adopt_if_newer(waited):
+                    return False
+                claimed = False  # the claim lapsed (its bot stopped): claim anew
             fresh = self._read(max_age=0.0)
             if not isinstance(fresh, dict):
                 return self.refresh_now(refresh)

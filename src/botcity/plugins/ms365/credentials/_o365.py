@@ -1,4 +1,6 @@
-"""Everything that depends on O365 2.1 / msal internals lives here, and only here.
+"""Everything that depends on O365 2.1 / msal internals lives here, but for the token
+backend's own state (``_cache``, ``_lock``, ``_has_state_changed``) and msal's ``now`` of
+``TokenCache.add``/``search``, which ``stores.py`` uses as O365's own backends do.
 
 What it changes, and why:
 

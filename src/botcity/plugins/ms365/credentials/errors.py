@@ -189,9 +189,6 @@ AADSTS: dict[str, Known] = {
                          "Overview page in the Azure portal).", "config"),
 }
 
-#: Code -> meaning, for messages (kept for code that imported it from 1.0).
-AADSTS_MEANINGS = {code: known.meaning for code, known in AADSTS.items()}
-
 _CODE = re.compile(r"AADSTS\d+")
 #: Azure AD ends its descriptions with lines for its support: "Trace ID: ...".
 _TRACE = re.compile(r"[\r\n ]+Trace ID:.*", re.DOTALL)

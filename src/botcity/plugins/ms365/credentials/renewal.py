@@ -117,6 +117,8 @@ class Schedule:
         self.clock = clock
         self._token: tuple[Any, Any] | None = None
         self._due_at = 0.0
+        #: The token whose renewal a failure put off until its expiry.
+        self._postponed: tuple[Any, Any] | None = None
         #: This bot renewed the token it holds (rule 2).
         self.leading = False
 
@@ -149,8 +151,7 @@ class Schedule:
 
     def postponed(self, entry: dict[str, Any]) -> bool:
         """Whether a failed early renewal put off renewing ``entry`` until its expiry."""
-        return (getattr(self, "_postponed", None) == (entry.get("cached_at"),
-                                                      entry.get("expires_on"))
+        return (self._postponed == (entry.get("cached_at"), entry.get("expires_on"))
                 and self.clock.now() < self._due_at)
 
 

@@ -112,11 +112,16 @@ class TokenStore(BaseTokenBackend):
                               now=self.clock.now() if now is None else now)
 
     def serialize(self) -> str:
+        return self._text(self.generation)
+
+    def _text(self, stamp: int) -> str:
+        """The held token as stored text, its ``botcity`` entry saying generation
+        ``stamp``."""
         with self._lock:
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
             return with_meta(cache, summarize(cache, self.client_type, now=self.clock.now(),
-                                              generation=self.generation))
+                                              generation=stamp))
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
         with self._lock:
@@ -196,14 +201,6 @@ class TokenStore(BaseTokenBackend):
         with self._lock:
             return dict(self._cache)
 
-    def peek(self, max_age: float = 0.0) -> dict[str, Any] | None:
-        """The token the store holds now, with its ``botcity`` entry; None when there is
-        none or it cannot be read as a token (a broken value is never trusted)."""
-        try:
-            return self.read_stored(max_age)
-        except TokenFormatError:
-            return None
-
     def read_stored(self, max_age: float | None = 0.0) -> dict[str, Any] | None:
         """The token the store holds (None: none); :class:`TokenFormatError` when the
         value is not a token this version can read; :class:`StoreError` when the store
@@ -214,7 +211,7 @@ class TokenStore(BaseTokenBackend):
         return parse_token(text, self.location, self.removal)
 
     def adopt(self, stored: dict[str, Any]) -> None:
-        """Use a token another bot stored (from :meth:`peek`) instead of ours."""
+        """Use a token another bot stored (from :meth:`read_stored`) instead of ours."""
         with self._lock:
             data = dict(stored)
             self.client_type = client_type(data)
@@ -263,7 +260,7 @@ class TokenStore(BaseTokenBackend):
                         "written over it (%s to start over)", self.location, self.removal)
             return "not written (unreadable)"
         except StoreError as exc:
-            return self._unsaved(exc, generation=self.generation + 1)
+            return self._unsaved(exc, self._text(self.generation + 1))
         if stored is None and self._from_store:
             log.warning("The token was removed from %s (logout?); the renewed token is not "
                         "written back", self.location)
@@ -291,20 +288,19 @@ class TokenStore(BaseTokenBackend):
         self._forget_fallback()
 
     def _write(self, next_generation: int) -> str:
-        previous, self.generation = self.generation, next_generation
-        text = self.serialize()
+        text = self._text(next_generation)
         try:
             self.persistence.save(text)
         except StoreError as exc:
-            self.generation = previous
-            return self._unsaved(exc, generation=next_generation, text=text)
+            return self._unsaved(exc, text)
+        self.generation = next_generation
         self._from_store = True
         self._forget_fallback()
         log.debug("Token saved to %s", self.location)
         return "saved"
 
-    def _unsaved(self, exc: StoreError, *, generation: int, text: str | None = None) -> str:
-        """The store failed while saving a renewed token."""
+    def _unsaved(self, exc: StoreError, text: str) -> str:
+        """The store failed while saving a renewed token (``text``)."""
         raise exc
 
     def _forget_fallback(self) -> None:
@@ -430,11 +426,7 @@ class MaestroTokenStore(TokenStore):
                  self.location)
         return local
 
-    def _unsaved(self, exc: StoreError, *, generation: int, text: str | None = None) -> str:
-        if text is None:
-            previous, self.generation = self.generation, generation
-            text = self.serialize()
-            self.generation = previous
+    def _unsaved(self, exc: StoreError, text: str) -> str:
         kept = self.fallback.keep(text)
         if not self._warned:
             self._warned = True

@@ -123,6 +123,14 @@ def test_login_with_a_wrong_maestro_key(sandbox, tmp_path):
     assert "refused the login 'sandbox'" in run.stderr and "wrong-key" not in run.stderr
 
 
+def test_maestro_down_at_login_is_not_called_a_wrong_key(sandbox, tmp_path):
+    sandbox.maestro.fail_next(503, times=2, path_contains="/api/v2/")  # version and login
+    run = cli(maestro_env(sandbox), "status", "--label", LABEL, cwd=tmp_path)
+    assert run.returncode == 1
+    assert "answered 503 to the login: it is down or busy" in run.stderr
+    assert "check the login and key" not in run.stderr
+
+
 def test_login_with_an_unknown_label(sandbox, tmp_path):
     run = cli(maestro_env(sandbox), "login", "--label", "nope", cwd=tmp_path)
     assert run.returncode == 1

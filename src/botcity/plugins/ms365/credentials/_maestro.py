@@ -60,7 +60,17 @@ def connect(server: str, login: str, key: str) -> Any:
     except requests.ConnectionError as exc:
         raise StoreUnavailable(f"BotCity Maestro at {server} is unreachable "
                                f"({type(exc).__name__}).") from None
-    except SDK_FAILURES:
+    except SDK_FAILURES as exc:
+        # its version call raises HTTPError; its login says "Error during login. Server
+        # returned <status>. <Maestro's message>"
+        response = getattr(exc, "response", None)
+        found = re.search(r"returned (\d{3})", str(exc))
+        status = getattr(response, "status_code", None) or (
+            int(found.group(1)) if found else None)
+        if status is not None and (status >= 500 or status == 429):
+            raise StoreUnavailable(f"BotCity Maestro at {server} answered {status} to the "
+                                   "login: it is down or busy. Try again in a few minutes.",
+                                   status=status) from None
         raise StoreError(f"BotCity Maestro at {server} refused the login {login!r}: check "
                          "the login and key (Maestro > Dev. Environment), and the server "
                          "address.") from None

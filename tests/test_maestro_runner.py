@@ -55,7 +55,7 @@ def test_runner_uses_the_stored_token_without_prompt_or_identity_requests(sandbo
     assert sandbox.requests("identity") == []
     assert [(r.method, r.path) for r in sandbox.requests("graph")] == [
         ("GET", "/v1.0/me"), ("POST", "/v1.0/me/sendMail")]
-    assert [m["subject"] for m in sandbox.graph.messages] == [
+    assert [m["subject"] for m in sandbox.graph.mail("inbox")] == [
         f"BotCity task {task.id} report"], "the bot did its job through the Outlook plugin"
     # one Maestro read gives both the app credentials and the token
     assert len(sandbox.requests("maestro", path_contains="/api/v2/credential")) == 1

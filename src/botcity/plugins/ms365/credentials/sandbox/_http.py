@@ -184,16 +184,30 @@ class Service:
             # a real server's backlog: dozens of bots connect at the same moment
             request_queue_size = 128
 
+            def process_request(self, request: Any, client_address: Any) -> None:
+                # as ThreadingMixIn does, with a name that says whose thread it is (a test
+                # checks that none outlives the sandbox); one request per connection
+                # (HTTP/1.0), so a thread ends with its answer
+                thread = threading.Thread(target=self.process_request_thread,
+                                          args=(request, client_address),
+                                          name=f"sandbox-{service.name}-request", daemon=True)
+                thread.start()
+
             def finish_request(self, request: Any, client_address: Any) -> None:
                 # The TLS handshake happens here, in the request's own thread, so a client
                 # that connects and says nothing cannot stall the whole server.
-                if tls is not None:
-                    request.settimeout(10)
-                    try:
-                        request = tls.wrap_socket(request, server_side=True)
-                    except (ssl.SSLError, OSError):
-                        return
-                super().finish_request(request, client_address)
+                if tls is None:
+                    super().finish_request(request, client_address)
+                    return
+                request.settimeout(10)
+                try:
+                    wrapped = tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+                try:
+                    super().finish_request(wrapped, client_address)
+                finally:
+                    wrapped.close()
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "botcity-ms365-sandbox"
@@ -265,8 +279,12 @@ class Service:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving: the listening port is closed and the serving thread has ended."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 

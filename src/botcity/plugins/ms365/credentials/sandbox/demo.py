@@ -98,7 +98,7 @@ def run_demo(bot_path: str, timeout: float) -> int:
         task, output = _run_bot(sandbox, bot, timeout)
         _say(output, indent=6)
         identity = len(sandbox.requests("identity"))
-        inbox = [m["subject"] for m in sandbox.graph.messages]
+        inbox = [m["subject"] for m in sandbox.graph.mail("inbox")]
         _say(f"Task {task.id} finished {task.finish_status}: {task.finish_message}\n"
              f"In the mailbox: {inbox[-1] if inbox else '(nothing)'!r}.\n"
              f"Requests to Microsoft's identity platform: {identity} (the stored access "

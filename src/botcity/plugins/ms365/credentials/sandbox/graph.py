@@ -104,6 +104,46 @@ class GraphService(Service):
             self.workbooks[item.id] = sheets
         return item.id
 
+    def mail(self, folder: str = "inbox") -> list[dict[str, Any]]:
+        """The messages in ``folder`` ("inbox" or "sentitems"), oldest first."""
+        with self._lock:
+            return [dict(m) for m in self.messages if m["parentFolderId"] == folder.lower()]
+
+    def _walk(self, path: str, *, create: bool = False) -> Item | None:
+        """The item at ``path`` ("/Reports/a.txt"); with ``create``, the folders on the way
+        are made and the last part is returned as a (new, empty) file."""
+        parts = [p for p in path.replace("\\", "/").strip("/").split("/") if p]
+        if not parts:
+            raise ValueError("a drive path names a file, e.g. '/Reports/report.txt'")
+        current = self.items["root"]
+        for index, part in enumerate(parts):
+            child = next((i for i in self.items.values()
+                          if i.parent == current.id and i.name == part), None)
+            if child is None:
+                if not create:
+                    return None
+                last = index == len(parts) - 1
+                child = Item(f"01{next(self._ids):06d}", part, current.id,
+                             b"" if last else None)
+                self.items[child.id] = child
+            current = child
+        return current
+
+    def drive_file(self, path: str) -> bytes | None:
+        """The content of the file at ``path`` in the user's OneDrive (None: no such file)."""
+        with self._lock:
+            item = self._walk(path)
+            return None if item is None or item.content is None else bytes(item.content)
+
+    def put_drive_file(self, path: str, data: bytes) -> None:
+        """Put a file at ``path`` in the user's OneDrive, making its folders."""
+        with self._lock:
+            item = self._walk(path, create=True)
+            assert item is not None
+            if item.content is None:
+                raise ValueError(f"{path!r} is a folder in the sandbox drive")
+            item.content = bytes(data)
+
     # -- helpers ----------------------------------------------------------------------
     def _token(self, request: Request, *permissions: str) -> AccessToken | Reply:
         token = self._authorize(request)
@@ -146,20 +186,28 @@ class GraphService(Service):
         token = self._token(request, "Mail.Send")
         if isinstance(token, Reply):
             return token
-        message = (request.json() or {}).get("message", {})
+        body = request.json() or {}
+        message = body.get("message", {})
         recipients = [r.get("emailAddress", {}).get("address", "").lower()
                       for r in message.get("toRecipients", [])]
+        # Graph keeps a copy in Sent Items unless saveToSentItems is false; a message to
+        # the signed-in account itself also lands in its Inbox.
+        folders = [] if str(body.get("saveToSentItems", True)).lower() == "false" else [
+            "sentitems"]
         if self.tenant.user.upn.lower() in recipients:
-            user = self.tenant.user
-            with self._lock:
+            folders.append("inbox")
+        user = self.tenant.user
+        with self._lock:
+            for folder in folders:
                 self.messages.append({
                     "id": f"AAMk{next(self._ids):08d}", "createdDateTime": _now(),
                     "receivedDateTime": _now(), "sentDateTime": _now(),
                     "subject": message.get("subject", ""), "bodyPreview": "",
                     "body": message.get("body", {"contentType": "text", "content": ""}),
-                    "importance": "normal", "isRead": False, "isDraft": False,
-                    "hasAttachments": False, "conversationId": str(uuid.uuid4()),
-                    "parentFolderId": "inbox", "categories": [],
+                    "importance": "normal", "isRead": folder == "sentitems",
+                    "isDraft": False, "hasAttachments": False,
+                    "conversationId": str(uuid.uuid4()), "parentFolderId": folder,
+                    "categories": [],
                     "from": {"emailAddress": {"name": user.name, "address": user.upn}},
                     "sender": {"emailAddress": {"name": user.name, "address": user.upn}},
                     "toRecipients": message.get("toRecipients", []),
@@ -213,14 +261,11 @@ class GraphService(Service):
         token = self._token(request)
         if isinstance(token, Reply):
             return token
-        current = self.items["root"]
-        for part in [p for p in path.strip("/").split("/") if p]:
-            child = next((i for i in self.items.values()
-                          if i.parent == current.id and i.name == part), None)
-            if child is None:
-                return graph_error(404, "itemNotFound", "The resource could not be found.")
-            current = child
-        return Reply.json(self._item_json(current))
+        with self._lock:
+            found = self._walk(path) if path.strip("/") else self.items["root"]
+        if found is None:
+            return graph_error(404, "itemNotFound", "The resource could not be found.")
+        return Reply.json(self._item_json(found))
 
     def _children(self, request: Request, item_id: str) -> Reply:
         token = self._token(request)

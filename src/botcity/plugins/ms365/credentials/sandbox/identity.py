@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import secrets
 import threading
@@ -242,7 +243,8 @@ class Tenant:
     signing_in: User | None = None
     apps: dict[str, App] = field(default_factory=dict)
     access_token_lifetime: int = 3600
-    #: "approve": the authorize endpoint consents at once; "deny": the user refuses.
+    #: "approve": the authorize endpoint consents at once; "deny": the user refuses;
+    #: "ask": it shows a page with *Accept* and *Cancel*, as a person sees it.
     consent: str = "approve"
     #: A key of CONDITIONAL_ACCESS applied to refreshes (None: no policy).
     conditional_access: str | None = None
@@ -367,6 +369,7 @@ class IdentityService(Service):
         return [
             ("GET", rf"/{t}/v2\.0/\.well-known/openid-configuration", self._discovery),
             ("GET", rf"/{t}/oauth2/v2\.0/authorize", self._authorize),
+            ("POST", rf"/{t}/oauth2/v2\.0/authorize", self._authorize),
             ("POST", rf"/{t}/oauth2/v2\.0/token", self._guarded(self._token)),
             ("POST", rf"/{t}/oauth2/v2\.0/devicecode", self._guarded(self._devicecode)),
             ("GET", NATIVECLIENT.replace(".", r"\."), self._nativeclient),
@@ -541,7 +544,12 @@ class IdentityService(Service):
                     "error_description": self.error_body(error, request)["error_description"],
                     **back}
         else:
-            if self.tenant.consent != "approve":
+            decision = self.tenant.consent
+            if decision == "ask":
+                if request.method == "GET":
+                    return self._consent_page(request, app, user, permissions)
+                decision = "approve" if request.form().get("decision") == "accept" else "deny"
+            if decision != "approve":
                 back = {"error": "access_denied",
                         "error_description": "AADSTS65004: User declined to consent to access "
                         "the app.", **back}
@@ -556,6 +564,25 @@ class IdentityService(Service):
                         mfa=self.tenant.conditional_access == "mfa")
                 back = {"code": code, **back, "session_state": str(uuid.uuid4())}
         return Reply.redirect(f"{redirect_uri}?{urlencode(back)}")
+
+    @staticmethod
+    def _consent_page(request: Request, app: App, user: User,
+                      permissions: frozenset[str]) -> Reply:
+        """The page a person sees: who signs in, what the app asks for, Accept or Cancel
+        (a form posted back to this address, query and all)."""
+        action = html.escape(f"{request.path}?{urlencode(request.query)}", quote=True)
+        asked = "".join(f"<li>{html.escape(p)}</li>" for p in sorted(permissions))
+        return Reply.text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>Permissions requested"
+            "</title></head><body><h1>Permissions requested</h1>"
+            f"<p>Signed in as <b>{html.escape(user.upn)}</b> (sandbox account).</p>"
+            f"<p>The app <b>{html.escape(app.client_id)}</b> would like to:</p><ul>{asked}"
+            "<li>Maintain access to data you have given it access to</li></ul>"
+            f"<form method='post' action='{action}'>"
+            "<button id='accept' name='decision' value='accept'>Accept</button> "
+            "<button id='cancel' name='decision' value='cancel'>Cancel</button></form>"
+            "<p><small>BotCity Microsoft 365 sandbox: nothing leaves this machine."
+            "</small></p></body></html>", content_type="text/html")
 
     def _devicecode(self, request: Request, tenant: str) -> Reply:
         form = request.form()

@@ -1,7 +1,8 @@
 """A local BotCity Maestro (API v2) that answers as botcity-maestro-sdk 0.9.1 expects.
 
 Workspace login, credentials (read by label and by key, create, add key, edit), alerts,
-tasks (read, finish) and errors. Every call but ``version`` and ``login`` needs the
+tasks (create, read, finish), errors and logs: what a Runner bot made from BotCity's
+template calls. Every call but ``version`` and ``login`` needs the
 ``token`` header of a login or of a task started with :meth:`MaestroService.start_task`
 (the Runner's token); otherwise 401.
 """
@@ -45,6 +46,8 @@ class Workspace:
     key: str = field(default_factory=lambda: "sbxkey_" + secrets.token_urlsafe(24))
     #: label -> list of {"key", "value", "valid"}, in the order they were added
     credentials: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: activity label -> {"columns": [{"name", "label", "width"}], "entries": [...]}
+    logs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class MaestroService(Service):
@@ -91,12 +94,17 @@ class MaestroService(Service):
                    organization: str | None = None) -> tuple[int, str]:
         """Create a task as Maestro does when a Runner picks it up: returns the task id and
         the access token the Runner passes to the bot on its command line."""
-        token = "sbxrunner_" + secrets.token_urlsafe(24)
         with self._lock:
             task = Task(next(self._ids), activity_label, dict(parameters or {}), "RUNNING")
             self.tasks[task.id] = task
+        return task.id, self.runner_token(organization)
+
+    def runner_token(self, organization: str | None = None) -> str:
+        """A new access token of the workspace, as Maestro gives a Runner for one run."""
+        token = "sbxrunner_" + secrets.token_urlsafe(24)
+        with self._lock:
             self._tokens[token] = self._space(organization).login
-        return task.id, token
+        return token
 
     def runner_argv(self, task_id: int, token: str) -> list[str]:
         """``<server> <task_id> <token> <organization>``, as a Runner starts a bot."""
@@ -123,6 +131,7 @@ class MaestroService(Service):
     # -- endpoints --------------------------------------------------------------------
     def routes(self) -> list[tuple[str, str, Route]]:
         label = r"(?P<label>[^/]+)"
+        activity = r"(?P<activity>[^/]+)"
         return [
             ("GET", r"/api/v2/maestro/version", self._version),
             ("POST", r"/api/v2/workspace/login", self._login),
@@ -132,11 +141,17 @@ class MaestroService(Service):
             ("POST", rf"/api/v2/credential/{label}/key", self._authed(self._add_key)),
             ("POST", rf"/api/v2/credential/{label}", self._authed(self._edit)),
             ("POST", r"/api/v2/alerts", self._authed(self._alert)),
+            ("POST", r"/api/v2/task", self._authed(self._create_task)),
             ("GET", r"/api/v2/task/(?P<task_id>\d+)", self._authed(self._get_task)),
             ("POST", r"/api/v2/task/(?P<task_id>\d+)", self._authed(self._finish_task)),
             ("POST", r"/api/v2/error", self._authed(self._error)),
             ("POST", r"/api/v2/error/(?P<error_id>\d+)/(attachments|screenshot)",
              self._authed(lambda request, space, error_id: Reply.json({}, 200))),
+            ("POST", r"/api/v2/log", self._authed(self._new_log)),
+            ("POST", rf"/api/v2/log/{activity}/entry", self._authed(self._new_log_entry)),
+            ("GET", rf"/api/v2/log/{activity}/entry-list", self._authed(self._log_entries)),
+            ("GET", rf"/api/v2/log/{activity}", self._authed(self._get_log)),
+            ("DELETE", rf"/api/v2/log/{activity}", self._authed(self._delete_log)),
         ]
 
     def _authed(self, function: Route) -> Route:
@@ -230,6 +245,16 @@ class MaestroService(Service):
                            else None, "title": body.get("title"),
                            "message": body.get("message"), "type": body.get("type")}, 200)
 
+    def _create_task(self, request: Request, space: Workspace) -> Reply:
+        body = request.json() or {}
+        if not body.get("activityLabel"):
+            return Reply.json({"message": "activityLabel is required."}, 400)
+        with self._lock:
+            task = Task(next(self._ids), str(body["activityLabel"]),
+                        dict(body.get("parameters") or {}))
+            self.tasks[task.id] = task
+        return Reply.json(task.to_json())
+
     def _get_task(self, request: Request, space: Workspace, task_id: str) -> Reply:
         task = self.tasks.get(int(task_id))
         if task is None:
@@ -255,3 +280,44 @@ class MaestroService(Service):
             error_id = len(self.errors) + 1
             self.errors.append({**body, "id": error_id})
         return Reply.json({"id": error_id}, 201)
+
+    # -- logs (the SDK's new_log, new_log_entry, get_log, delete_log) -------------------------
+    def _new_log(self, request: Request, space: Workspace) -> Reply:
+        body = request.json() or {}
+        activity = str(body.get("activityLabel") or "")
+        with self._lock:
+            if not activity or activity in space.logs:
+                return Reply.json({"message": f"Log '{activity}' already exists."}, 400)
+            space.logs[activity] = {"columns": list(body.get("columns") or []), "entries": []}
+        return Reply.json({"message": "Log created.", "type": "success"}, 200)
+
+    def _new_log_entry(self, request: Request, space: Workspace, activity: str) -> Reply:
+        with self._lock:
+            log = space.logs.get(activity)
+            if log is None:
+                return Reply.json({"message": f"Log '{activity}' not found."}, 404)
+            log["entries"].append({"columns": dict(request.json() or {}),
+                                   "dateCreation": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                                 time.gmtime())})
+        return Reply.text("Entry created.")
+
+    def _get_log(self, request: Request, space: Workspace, activity: str) -> Reply:
+        with self._lock:
+            log = space.logs.get(activity)
+            if log is None:
+                return Reply.json({"message": f"Log '{activity}' not found."}, 404)
+            return Reply.json({"activityLabel": activity, "organizationLabel": space.login,
+                               "columns": list(log["columns"])})
+
+    def _log_entries(self, request: Request, space: Workspace, activity: str) -> Reply:
+        with self._lock:
+            log = space.logs.get(activity)
+            if log is None:
+                return Reply.json({"message": f"Log '{activity}' not found."}, 404)
+            return Reply.json([dict(e) for e in log["entries"]])
+
+    def _delete_log(self, request: Request, space: Workspace, activity: str) -> Reply:
+        with self._lock:
+            if space.logs.pop(activity, None) is None:
+                return Reply.json({"message": f"Log '{activity}' not found."}, 404)
+        return Reply.text("Log deleted.")

@@ -102,6 +102,34 @@ class Sandbox:
             "MS365_TENANT_ID": self.tenant.tenant_id,
         }
 
+    def ca_bundle(self) -> str:
+        """A CA file with the public CAs (certifi's, which requests uses) and then the
+        sandbox's: a bot or a terminal that trusts it still reaches other HTTPS servers."""
+        import certifi
+
+        bundle = self._folder / "ca-bundle.pem"
+        if not bundle.exists():
+            public = Path(certifi.where()).read_text(encoding="utf-8")
+            bundle.write_text(public + "\n" + self.tls.ca_cert.read_text(), encoding="utf-8")
+        return str(bundle)
+
+    def bot_env(self) -> dict[str, str]:
+        """Everything a developer's bot process needs to use the sandbox: :meth:`client_env`
+        with :meth:`ca_bundle`, the app's keys for the local-file path
+        (``MS365_CLIENT_ID``/``MS365_CLIENT_SECRET``), the Maestro connection
+        (``BOTCITY_SERVER``/``BOTCITY_LOGIN``/``BOTCITY_KEY``) and a fallback folder of the
+        sandbox's own (removed with it)."""
+        return {
+            **self.client_env(),
+            "REQUESTS_CA_BUNDLE": self.ca_bundle(),
+            "MS365_CLIENT_ID": self.app.client_id,
+            "MS365_CLIENT_SECRET": self.app.secret,
+            "BOTCITY_SERVER": self.maestro_url,
+            "BOTCITY_LOGIN": self.maestro.login,
+            "BOTCITY_KEY": self.maestro.key,
+            "MS365_FALLBACK_DIR": str(self._folder / "fallback"),
+        }
+
     def process_env(self, **extra: str) -> dict[str, str]:
         """Environment for a bot process started here: this process's, less any plugin or
         Maestro settings (``MS365_*``, ``BOTCITY_*``), plus :meth:`client_env` and ``extra``."""
@@ -134,6 +162,9 @@ class Sandbox:
         response = requests.get(
             authorize_url, allow_redirects=False, verify=self.ca_file, timeout=10
         )
+        if response.status_code == 200 and "decision" in response.text:  # the Accept page
+            response = requests.post(authorize_url, data={"decision": "accept"},
+                                     allow_redirects=False, verify=self.ca_file, timeout=10)
         location = response.headers.get("Location")
         if response.status_code != 302 or not location:
             raise RuntimeError(f"the sandbox did not redirect: {response.status_code}")

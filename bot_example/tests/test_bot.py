@@ -1,0 +1,64 @@
+"""Tests of the example bot, written the way we would like you to test yours: with the
+``ms365_sandbox`` fixture that comes with botcity-ms365-credentials-plugin, no Microsoft
+365 tenant and no BotCity Maestro. The bot runs as a Runner runs it (its own process,
+``python bot.py <server> <task_id> <token> <organization>``); the test asserts on what a
+person would check: the task's status in Maestro, the mail in Sent Items, the alerts.
+
+    pip install botcity-ms365-credentials-plugin botcity-ms365-outlook-plugin pytest
+    pytest tests
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BOT = Path(__file__).resolve().parent.parent / "bot.py"
+#: what bot.py asks for (the person who authorizes the bot consents to these)
+SCOPES = ["basic", "message_send"]
+LABEL = "ms365"
+
+
+def run_bot(ms365_sandbox, argv):
+    """The bot as a Runner starts it; its output is kept for the assertion messages."""
+    done = subprocess.run(
+        [sys.executable, str(BOT), *argv], cwd=BOT.parent,
+        env={**os.environ, **ms365_sandbox.env}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=120,
+    )
+    return done.stdout + done.stderr
+
+
+def test_the_bot_sends_its_report_and_finishes_its_task(ms365_sandbox):
+    ms365_sandbox.authorize(LABEL, scopes=SCOPES)  # the one-time consent, done for the test
+    argv = ms365_sandbox.runner_argv(parameters={"ms365_credential_label": LABEL})
+
+    output = run_bot(ms365_sandbox, argv)
+
+    task = ms365_sandbox.task(argv[1])
+    assert task["state"] == "FINISHED", output
+    assert task["finish_status"] == "SUCCESS", output
+    assert task["processed_items"] == 1
+    sent = ms365_sandbox.messages("sentitems")
+    assert [m["subject"] for m in sent] == [f"BotCity task {argv[1]} report"]
+    assert sent[0]["toRecipients"][0]["emailAddress"]["address"] == ms365_sandbox.user
+    assert ms365_sandbox.alerts() == []
+
+
+def test_a_revoked_token_fails_the_task_and_tells_maestro_once(ms365_sandbox):
+    ms365_sandbox.authorize(LABEL, scopes=SCOPES)
+    # Weeks later: the stored access token has expired and an administrator revoked the
+    # account's sessions, so nothing works until a person signs in again.
+    ms365_sandbox.expire_access_tokens()
+    ms365_sandbox.revoke_refresh_tokens()
+    argv = ms365_sandbox.runner_argv(parameters={"ms365_credential_label": LABEL})
+
+    output = run_bot(ms365_sandbox, argv)
+
+    task = ms365_sandbox.task(argv[1])
+    assert task["finish_status"] == "FAILED", output
+    assert "botcity-ms365 login" in task["finish_message"]
+    alerts = ms365_sandbox.alerts()
+    assert len(alerts) == 1, alerts
+    assert "botcity-ms365 login" in alerts[0]["message"]
+    assert ms365_sandbox.messages("sentitems") == []

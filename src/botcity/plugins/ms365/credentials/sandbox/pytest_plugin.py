@@ -1,0 +1,41 @@
+"""The ``ms365_sandbox`` pytest fixture (registered by the package's ``pytest11`` entry
+point ``botcity_ms365``, so installing the package is enough to use it).
+
+    def test_my_bot(ms365_sandbox):
+        ms365_sandbox.authorize("ms365", scopes=["basic", "message_send"])
+        ...
+
+See :class:`~botcity.plugins.ms365.credentials.sandbox.fixture.MS365Sandbox`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .fixture import MS365Sandbox
+
+
+@pytest.fixture
+def ms365_sandbox(monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[MS365Sandbox]:
+    """A Microsoft identity platform, Graph and BotCity Maestro on 127.0.0.1 for this test,
+    stopped (ports closed, threads ended) when it ends. The test's own process is pointed
+    at it (its :attr:`~MS365Sandbox.env` is set, other ``MS365_*``/``BOTCITY_*`` variables
+    are removed), so a bot run in-process uses it too."""
+    from . import Sandbox
+    from .fixture import MS365Sandbox
+
+    folder = tmp_path_factory.mktemp("ms365_sandbox")
+    with Sandbox() as sandbox:
+        box = MS365Sandbox(sandbox, folder)
+        for name in list(os.environ):
+            if name.startswith(("MS365_", "BOTCITY_")):
+                monkeypatch.delenv(name)
+        for name, value in box.env.items():
+            monkeypatch.setenv(name, value)
+        yield box

@@ -5,7 +5,7 @@
     botcity-ms365 logout  --label ms365                            # remove the token
     botcity-ms365 copy    --from file:o365_token.txt --to maestro:ms365
     botcity-ms365 migrate o365_token.txt                           # O365 1.x -> current
-    botcity-ms365 demo | sandbox                                   # the local sandbox
+    botcity-ms365 demo | sandbox [ACTION]                          # the local sandbox
 
 The Maestro connection comes from ``--server/--login/--key`` or ``BOTCITY_SERVER``,
 ``BOTCITY_LOGIN``, ``BOTCITY_KEY``; without one the token file is used (``--token-path``).
@@ -27,6 +27,8 @@ from typing import Any
 from .errors import AuthorizationRequired, MS365CredentialsError, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: as shells report a command stopped by Ctrl+C
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -317,23 +319,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox import Sandbox
+    from .sandbox import command
 
-    with Sandbox() as sandbox:
-        sandbox.put_app_credentials("ms365")
-        _out("Sandbox running. For a bot or botcity-ms365 on this machine, set:")
-        env = {**sandbox.client_env(), "BOTCITY_SERVER": sandbox.maestro_url,
-               "BOTCITY_LOGIN": sandbox.maestro.login, "BOTCITY_KEY": sandbox.maestro.key}
-        for key, value in env.items():
-            _out(f"  export {key}={value}")
-        _out("(throwaway sandbox values). Maestro credential 'ms365' holds the sandbox app's "
-             f"client_id and client_secret.\nStops after {args.minutes:g} minutes or on "
-             "Ctrl+C.")
-        try:
-            time.sleep(args.minutes * 60)
-        except KeyboardInterrupt:
-            pass
+    try:
+        if args.action is None:
+            command.serve(minutes=args.minutes, task=args.task, authorize=args.authorize,
+                          out=_out)
+        elif args.action == "consent":
+            _out(command.consent(args.url))
+        elif args.action == "task":
+            task = command.task_state(args.task_id)
+            _out(f"task {args.task_id}: {task['state']} {task.get('finishStatus') or ''}"
+                 f"{': ' + task['finishMessage'] if task.get('finishMessage') else ''}")
+        elif args.action == "fail-maestro":
+            command.fault("fail-maestro", times=args.times, status=args.status)
+            answer = args.status or "a dropped connection"
+            _out(f"The next {args.times} Maestro request(s) get {answer}.")
+        else:
+            command.fault(args.action)
+            _out(SANDBOX_FAULTS[args.action])
+    except command.SandboxCommandError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILED
     return EXIT_OK
+
+
+#: the sandbox's fault subcommands, and what each one did
+SANDBOX_FAULTS = {
+    "expire-tokens": "Every access token has expired (on the server and in Maestro).",
+    "revoke-tokens": "Every refresh token is revoked: renewing fails until someone signs in.",
+    "expire-secret": "The app's client secret has expired (AADSTS7000222).",
+}
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -432,10 +448,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     box = commands.add_parser(
-        "sandbox", help="run the local Microsoft and Maestro sandbox for a while",
-        description="Run the sandbox servers and print how to point a bot at them.")
-    box.add_argument("--minutes", type=float, default=60.0,
+        "sandbox", help="run the local Microsoft and Maestro sandbox, or act on a running one",
+        description="Without a subcommand: run the sandbox servers until Ctrl+C and print "
+        "how to point a bot at them. The subcommands act on that running sandbox from "
+        "another terminal.")
+    box.add_argument("--minutes", type=float, default=480.0,
                      help="stop after this many minutes (default: %(default)s)")
+    box.add_argument("--task", action="store_true",
+                     help="create a Runner task and print the `python bot.py ...` line")
+    box.add_argument("--authorize", action="store_true",
+                     help="store a consented token in the Maestro credential at start, as "
+                     "if a person had signed in")
+    actions = box.add_subparsers(dest="action", metavar="ACTION")
+    consent = actions.add_parser(
+        "consent", help="sign in and accept at a sign-in address; print the address to paste")
+    consent.add_argument("url", help="the sign-in address the bot printed (quote it)")
+    task = actions.add_parser("task", help="show a task's state and finish status")
+    task.add_argument("task_id", type=int)
+    for name, done in SANDBOX_FAULTS.items():
+        actions.add_parser(name, help=done.split(":")[0].rstrip("."))
+    fail = actions.add_parser("fail-maestro", help="the next Maestro requests fail")
+    fail.add_argument("--times", type=int, default=1, help="how many (default: 1)")
+    fail.add_argument("--status", type=int, default=500,
+                      help="the HTTP status they get; 0 drops the connection (default: 500)")
     box.set_defaults(func=cmd_sandbox)
     return parser
 
@@ -470,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         _err(f"error: {exc.strerror or exc}{where}. Check the path and its permissions.")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
     except subprocess.TimeoutExpired as exc:
         _err(f"error: the bot did not finish within {exc.timeout} s")
         return EXIT_FAILED

@@ -1,0 +1,266 @@
+"""``botcity-ms365 sandbox``: the sandbox for a person at a terminal.
+
+``serve`` runs the three servers until Ctrl+C (or ``--minutes``), prints what a bot needs
+(URLs, the app's keys, the exports for bash and PowerShell, how to sign in), and writes a
+state file (readable by its user only) that the other subcommands, run from a second
+terminal, read to reach it: ``consent URL`` (the person's sign-in, done for a terminal),
+``task ID``, and the faults ``expire-tokens``, ``revoke-tokens``, ``expire-secret`` and
+``fail-maestro``. Faults go through a small admin endpoint on 127.0.0.1 that answers only
+requests carrying the state file's admin key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..platform import user_data_dir
+from . import Sandbox
+from ._http import Reply, Request, Route, Service
+
+#: Where the running sandbox says how to reach it (default: the plugin's data folder).
+ENV_STATE = "MS365_SANDBOX_STATE"
+LABEL = "ms365"
+#: the scopes ``--authorize`` consents to: what bot_example/bot.py and most report bots use
+AUTHORIZE_SCOPES = ["basic", "message_send", "message_all", "onedrive_all"]
+
+
+class SandboxCommandError(Exception):
+    """A subcommand cannot reach a running sandbox (the CLI prints it)."""
+
+
+def state_path() -> Path:
+    return Path(os.environ.get(ENV_STATE) or user_data_dir() / "sandbox.json")
+
+
+class AdminService(Service):
+    """Faults and task states for the subcommands of a second terminal."""
+
+    name = "admin"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.key = "sbxadmin_" + secrets.token_urlsafe(24)
+        super().__init__(sandbox.requests)
+
+    def routes(self) -> list[tuple[str, str, Route]]:
+        tenant = self.sandbox.tenant
+        return [
+            ("POST", r"/expire-tokens", self._do(self.sandbox.force_expiry)),
+            ("POST", r"/revoke-tokens", self._do(lambda: tenant.kill_refresh_tokens())),
+            ("POST", r"/expire-secret", self._do(self.sandbox.expire_client_secret)),
+            ("POST", r"/fail-maestro", self._guard(self._fail_maestro)),
+            ("GET", r"/task/(?P<task_id>\d+)", self._guard(self._task)),
+        ]
+
+    def _guard(self, function: Route) -> Route:
+        def wrapper(request: Request, **kwargs: str) -> Reply:
+            if not secrets.compare_digest(request.headers.get("x-sandbox-admin", ""),
+                                          self.key):
+                return Reply.json({"message": "wrong admin key"}, 403)
+            return function(request, **kwargs)
+        return wrapper
+
+    def _do(self, action: Callable[[], Any]) -> Route:
+        def run(request: Request) -> Reply:
+            action()
+            return Reply.json({"done": True})
+        return self._guard(run)
+
+    def _fail_maestro(self, request: Request) -> Reply:
+        body = request.json() or {}
+        times, status = int(body.get("times", 1)), int(body.get("status", 500))
+        if status:
+            self.sandbox.maestro.fail_next(status, times=times)
+        else:
+            self.sandbox.maestro.fail_next(0, drop=True, times=times)
+        return Reply.json({"done": True})
+
+    def _task(self, request: Request, task_id: str) -> Reply:
+        task = self.sandbox.maestro.tasks.get(int(task_id))
+        if task is None:
+            return Reply.json({"message": f"no task {task_id}"}, 404)
+        return Reply.json(task.to_json())
+
+
+# -- the server ------------------------------------------------------------------------------
+def serve(*, minutes: float, task: bool, authorize: bool,
+          out: Callable[[str], None], stop: threading.Event | None = None) -> None:
+    """Run the sandbox until ``stop`` is set, Ctrl+C, or ``minutes`` pass."""
+    try:
+        _serve(minutes=minutes, task=task, authorize=authorize, out=out, stop=stop)
+    except KeyboardInterrupt:  # how a person stops it, at any moment: a clean stop
+        pass
+
+
+def _serve(*, minutes: float, task: bool, authorize: bool,
+           out: Callable[[str], None], stop: threading.Event | None) -> None:
+    path = state_path()
+    with Sandbox() as sandbox:
+        sandbox.tenant.consent = "ask"  # a person sees an Accept button
+        sandbox.put_app_credentials(LABEL)
+        admin = AdminService(sandbox)
+        admin.start()
+        try:
+            _write_state(path, sandbox, admin)
+            if authorize:
+                _authorize(sandbox)
+            for line in _instructions(sandbox, authorize):
+                out(line)
+            if task:
+                task_id, token = sandbox.maestro.start_task(
+                    "ms365-bot", {"ms365_credential_label": LABEL})
+                argv = sandbox.maestro.runner_argv(task_id, token)
+                out("")
+                out(f"A Runner task {task_id} was created. In your bot's folder, with the "
+                    "exports above, run:")
+                out(f"  python bot.py {' '.join(argv)}")
+            out("")
+            out(f"Serving until Ctrl+C (at most {minutes:g} minutes).")
+            _wait(minutes * 60, stop or threading.Event())
+        finally:
+            admin.stop()
+            path.unlink(missing_ok=True)
+
+
+def _wait(seconds: float, stop: threading.Event) -> None:
+    """Until ``stop``, Ctrl+C or ``seconds``. In one-second waits: on Windows a long
+    ``Event.wait`` does not see Ctrl+C until it returns."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        stop.wait(min(1.0, left))
+
+
+def _write_state(path: Path, sandbox: Sandbox, admin: AdminService) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"pid": os.getpid(), "identity": sandbox.authority_host,
+             "graph": sandbox.graph_url, "maestro": sandbox.maestro_url,
+             "ca_file": sandbox.ca_file, "admin": admin.url, "admin_key": admin.key}
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(state, file)
+
+
+def _authorize(sandbox: Sandbox) -> None:
+    from .. import MS365CredentialsPlugin
+
+    env = sandbox.bot_env()
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # the plugin in this process trusts and uses the sandbox
+    try:
+        plugin = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
+        plugin.sign_in(AUTHORIZE_SCOPES, consent=sandbox.consent_redirect)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _instructions(sandbox: Sandbox, authorized: bool) -> list[str]:
+    env = sandbox.bot_env()
+    authorize_page = f"{sandbox.authority_host}/{sandbox.tenant.tenant_id}/oauth2/v2.0/authorize"
+    token = ("holds a token already (--authorize: " + ", ".join(AUTHORIZE_SCOPES) + ")"
+             if authorized else "has no token yet: the first sign-in stores it")
+    lines = [
+        "BotCity Microsoft 365 sandbox (throwaway values, nothing leaves this machine)",
+        "",
+        f"  Microsoft identity platform  {sandbox.authority_host}",
+        f"  Microsoft Graph              {sandbox.graph_url}",
+        f"  BotCity Maestro              {sandbox.maestro_url}",
+        f"  account                      {sandbox.tenant.user.upn}",
+        f"  app client id                {sandbox.app.client_id}",
+        f"  app client secret            {sandbox.app.secret}",
+        f"  Maestro login / key          {sandbox.maestro.login} / {sandbox.maestro.key}",
+        f"  Maestro credential '{LABEL}'    client_id, client_secret, tenant_id; {token}",
+        "",
+        "Point a bot, or botcity-ms365, at it. bash:",
+        *(f"  export {name}={value}" for name, value in env.items()),
+        "PowerShell:",
+        *(f"  $env:{name} = \"{value}\"" for name, value in env.items()),
+        "",
+        "Signing in: the plugin prints an address on the sandbox's identity platform "
+        f"({authorize_page}?...).",
+        "  In a browser: open it, click Accept, and paste the address you land on. The "
+        "browser warns",
+        f"  about the certificate: the sandbox's CA is {sandbox.ca_file} (trust it, or "
+        "proceed for 127.0.0.1).",
+        "  In a terminal: botcity-ms365 sandbox consent 'ADDRESS' prints the address to "
+        "paste.",
+        "",
+        "From another terminal: botcity-ms365 sandbox expire-tokens | revoke-tokens | "
+        "expire-secret |",
+        "  fail-maestro [--times N] [--status 500] | task ID",
+    ]
+    return lines
+
+
+# -- the subcommands of a second terminal -----------------------------------------------------
+def _state() -> dict[str, Any]:
+    path = state_path()
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SandboxCommandError(
+            f"no sandbox is running ({path} does not exist): start one with "
+            "`botcity-ms365 sandbox` in another terminal.") from None
+    except (OSError, ValueError) as exc:
+        raise SandboxCommandError(f"cannot read {path}: {exc}") from None
+    if not isinstance(state, dict) or "admin" not in state:
+        raise SandboxCommandError(f"{path} is not a sandbox's state file; remove it.")
+    return state
+
+
+def _admin(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    state = _state()
+    try:
+        response = requests.request(method, state["admin"] + path, json=body, timeout=10,
+                                    headers={"x-sandbox-admin": state["admin_key"]})
+    except requests.RequestException:
+        raise SandboxCommandError(
+            "the sandbox does not answer (it was stopped?): start one with "
+            "`botcity-ms365 sandbox`.") from None
+    if not response.ok:
+        raise SandboxCommandError(response.json().get("message", f"HTTP {response.status_code}"))
+    return response.json()
+
+
+def fault(name: str, **body: Any) -> None:
+    _admin("POST", f"/{name}", body)
+
+
+def task_state(task_id: int) -> dict[str, Any]:
+    result: dict[str, Any] = _admin("GET", f"/task/{task_id}")
+    return result
+
+
+def consent(url: str) -> str:
+    """The person's part for a terminal: sign in at ``url`` and accept; return the address
+    the browser would land on."""
+    state = _state()
+    if not url.startswith(state["identity"] + "/"):
+        raise SandboxCommandError(
+            f"that is not an address of this sandbox's identity platform ({state['identity']}"
+            "): paste the whole address the bot printed, in quotes.")
+    try:
+        page = requests.get(url, allow_redirects=False, verify=state["ca_file"], timeout=10)
+        if page.status_code == 200:  # the Accept page
+            page = requests.post(url, data={"decision": "accept"}, allow_redirects=False,
+                                 verify=state["ca_file"], timeout=10)
+    except requests.RequestException:
+        raise SandboxCommandError("the sandbox does not answer (it was stopped?).") from None
+    location = page.headers.get("Location")
+    if page.status_code != 302 or not location:
+        raise SandboxCommandError(f"the sign-in failed: {page.status_code} "
+                                  f"{page.text[:300]}")
+    return location
+

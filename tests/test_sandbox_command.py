@@ -1,0 +1,238 @@
+"""``botcity-ms365 sandbox`` as a developer uses it from terminals: one runs the sandbox
+and prints what a bot needs; the others run the bot with those exports, sign in with
+``sandbox consent`` and inject faults. Real processes, a real pseudo-terminal for the
+0.2.0 snippet's console sign-in."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import BOT, DEADLINE, run_process
+
+CLI = [sys.executable, "-m", "botcity.plugins.ms365.credentials"]
+
+
+@dataclass
+class Running:
+    output: list[str]
+    env: dict[str, str]  # this machine's environment plus the printed bash exports
+    proc: subprocess.Popen[str]
+
+    def line(self, prefix: str) -> str:
+        return next(line for line in self.output if line.strip().startswith(prefix)).strip()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "sandbox", *args], env=self.env, text=True,
+                              capture_output=True, timeout=DEADLINE)
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MS365_", "BOTCITY_", "REQUESTS_CA"))}
+    env["MS365_SANDBOX_STATE"] = str(tmp_path / "sandbox.json")
+    return env
+
+
+@contextmanager
+def sandbox_command(tmp_path: Path, *options: str) -> Iterator[Running]:
+    """``botcity-ms365 sandbox OPTIONS`` in its own process, until it says it serves."""
+    env = base_env(tmp_path)
+    proc = subprocess.Popen([*CLI, "sandbox", "--minutes", "5", *options], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[str] = []
+    try:
+        assert proc.stdout is not None
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output.append(line.rstrip("\n"))
+            if line.startswith("Serving until Ctrl+C"):
+                break
+        assert output and output[-1].startswith("Serving"), "\n".join(output)
+        exports = dict(re.findall(r"^  export (\w+)=(.*)$", "\n".join(output), re.M))
+        yield Running(output, {**env, **exports}, proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl+C
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_it_prints_the_urls_the_app_keys_and_the_exports_for_bash_and_powershell(tmp_path):
+    with sandbox_command(tmp_path) as box:
+        text = "\n".join(box.output)
+        for name in ("REQUESTS_CA_BUNDLE", "MS365_AUTHORITY_HOST", "MS365_GRAPH_URL",
+                     "MS365_TENANT_ID", "MS365_CLIENT_ID", "MS365_CLIENT_SECRET",
+                     "BOTCITY_SERVER", "BOTCITY_LOGIN", "BOTCITY_KEY"):
+            assert f"export {name}=" in text
+            assert f'$env:{name} = "{box.env[name]}"' in text  # the same value for PowerShell
+        assert f"app client id                {box.env['MS365_CLIENT_ID']}" in text
+        assert f"app client secret            {box.env['MS365_CLIENT_SECRET']}" in text
+        for url_name in ("MS365_AUTHORITY_HOST", "MS365_GRAPH_URL", "BOTCITY_SERVER"):
+            assert box.env[url_name] in text
+            assert box.env[url_name].startswith(("https://127.0.0.1:", "http://127.0.0.1:"))
+        assert "botcity-ms365 sandbox consent" in text
+        # the state file that lets a second terminal reach it is its user's only
+        state = tmp_path / "sandbox.json"
+        assert state.stat().st_mode & 0o077 == 0
+        box.proc.send_signal(signal.SIGINT)
+        assert box.proc.wait(timeout=15) == 0
+    assert not state.exists()  # gone with the sandbox
+
+
+def test_the_task_line_run_as_printed_finishes_its_task(tmp_path):
+    with sandbox_command(tmp_path, "--task", "--authorize") as box:
+        line = box.line("python bot.py")
+        args = line.split()[2:]
+        assert len(args) == 4  # server task_id token organization
+        done = run_process([sys.executable, str(BOT), *args], box.env, cwd=BOT.parent,
+                           stdin_closed=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        status = box.cli("task", args[1])
+        assert status.returncode == 0
+        assert status.stdout.startswith(f"task {args[1]}: FINISHED SUCCESS: Report sent to")
+
+
+def test_faults_from_a_second_terminal_reach_the_running_sandbox(tmp_path):
+    with sandbox_command(tmp_path, "--authorize") as box:
+        # nothing works for a caller without the admin key of the state file
+        admin = requests.post(_state(tmp_path)["admin"] + "/revoke-tokens",
+                              timeout=10)
+        assert admin.status_code == 403
+        assert box.cli("expire-tokens").returncode == 0
+        assert box.cli("revoke-tokens").returncode == 0
+        maestro = subprocess.run(
+            [*CLI, "status", "--label", "ms365", "--check"], env=box.env, text=True,
+            capture_output=True, timeout=DEADLINE)
+        assert maestro.returncode == 1
+        assert "botcity-ms365 login" in maestro.stdout + maestro.stderr
+
+        assert box.cli("fail-maestro", "--times", "3", "--status", "503").returncode == 0
+        down = subprocess.run([*CLI, "status", "--label", "ms365"], env=box.env, text=True,
+                              capture_output=True, timeout=DEADLINE)
+        assert down.returncode == 1
+        assert "answered 503 to the login: it is down or busy" in down.stderr
+
+
+def test_a_subcommand_without_a_running_sandbox_says_how_to_start_one(tmp_path):
+    done = subprocess.run([*CLI, "sandbox", "expire-tokens"], env=base_env(tmp_path),
+                          text=True, capture_output=True, timeout=DEADLINE)
+    assert done.returncode == 1
+    assert "no sandbox is running" in done.stderr
+    assert "botcity-ms365 sandbox" in done.stderr
+
+
+def _state(tmp_path: Path) -> dict[str, str]:
+    import json
+
+    return json.loads((tmp_path / "sandbox.json").read_text())
+
+
+SNIPPET_020 = """
+import os
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin, Scopes
+
+service = MS365CredentialsPlugin(
+    client_id=os.environ["MS365_CLIENT_ID"],
+    client_secret=os.environ["MS365_CLIENT_SECRET"],
+)
+service.authenticate(scopes=[Scopes.BASIC, Scopes.MAIL_READ_WRITE])
+print("signed in as", service.ms365_account.get_current_user_data().user_principal_name)
+"""
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], cwd: Path,
+                    answer=None) -> tuple[int, str]:
+    """Run ``args`` on a pseudo-terminal (a person's console: stdin is a tty). ``answer``
+    gets the output so far and returns a line to type, or None."""
+    main, child = os.openpty()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdin=child, stdout=child, stderr=child,
+                            close_fds=True, start_new_session=True)
+    os.close(child)
+    seen = ""
+    typed = False
+    end = time.monotonic() + DEADLINE
+    try:
+        while time.monotonic() < end:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(main, 65536).decode("utf-8", "replace")
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                if answer is not None and not typed:
+                    reply = answer(seen)
+                    if reply is not None:
+                        os.write(main, reply.encode() + b"\n")
+                        typed = True
+            elif proc.poll() is not None:
+                break
+        else:
+            raise TimeoutError(f"{args} still running:\n{seen}")
+        return proc.wait(timeout=10), seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX pseudo-terminal")
+def test_the_020_snippet_signs_in_at_the_console_with_sandbox_consent_then_reuses_it(
+        tmp_path):
+    with sandbox_command(tmp_path) as box:
+        bot = tmp_path / "bot"
+        bot.mkdir()
+        (bot / "bot.py").write_text(SNIPPET_020)
+        consents: list[str] = []
+
+        def person(seen: str) -> str | None:
+            # what a developer does: copy the printed address into `sandbox consent`
+            # in a second terminal, and paste what it prints back into the bot's prompt
+            found = re.search(r"^(https://127\.0\.0\.1:\d+/\S+/authorize\?\S+)\s*$", seen, re.M)
+            if not found or "Paste the address" not in seen:
+                return None
+            done = box.cli("consent", found.group(1))
+            assert done.returncode == 0, done.stderr
+            consents.append(done.stdout.strip())
+            return done.stdout.strip()
+
+        code, seen = run_in_terminal([sys.executable, "bot.py"], box.env, bot, person)
+        assert code == 0, seen
+        assert len(consents) == 1
+        assert "signed in as bot@contoso.onmicrosoft.com" in seen
+        assert (bot / "o365_token.txt").is_file()
+
+        again, seen = run_in_terminal([sys.executable, "bot.py"], box.env, bot)
+        assert again == 0, seen
+        assert "Microsoft 365 needs your consent" not in seen
+        assert "signed in as bot@contoso.onmicrosoft.com" in seen
+
+
+def test_consent_refuses_an_address_that_is_not_the_sandboxes(tmp_path):
+    with sandbox_command(tmp_path) as box:
+        done = box.cli("consent", "https://login.microsoftonline.com/common/oauth2/v2.0/"
+                       "authorize?client_id=x")
+        assert done.returncode == 1
+        assert "not an address of this sandbox" in done.stderr

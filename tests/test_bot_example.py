@@ -29,7 +29,7 @@ def test_build_py_makes_the_zip_maestro_deploys(tmp_path):
     (folder / "resources" / "nested" / "data.csv").write_text("a,b\n")
     (folder / "helpers.py").write_text("")  # the bot's own modules go in
     (folder / "old.zip").write_bytes(b"PK")
-    (folder / "tests").mkdir()
+    (folder / "tests").mkdir(exist_ok=True)  # bot_example has its own tests: not shipped
     (folder / "tests" / "test_bot.py").write_text("")
 
     done = subprocess.run([sys.executable, str(folder / "build.py")], capture_output=True,

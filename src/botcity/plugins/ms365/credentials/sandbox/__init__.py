@@ -23,11 +23,12 @@ from typing import Any
 
 from ._http import Request, RequestLog
 from ._tls import make_tls_files
+from .certificates import MadeCertificate, make_certificate
 from .graph import GraphService
 from .identity import IdentityService, Tenant
 from .maestro import MaestroService
 
-__all__ = ["Sandbox", "Request", "expire_token_text"]
+__all__ = ["MS365Sandbox", "Sandbox", "Request", "expire_token_text"]
 
 
 def expire_token_text(text: str) -> str:
@@ -154,6 +155,26 @@ class Sandbox:
             value = self.tenant.tenant_id if tenant_id is True else str(tenant_id)
             self.maestro.put_secret(label, "tenant_id", value)
 
+    def add_certificate(self, **options: Any) -> MadeCertificate:
+        """A new certificate (see :func:`.certificates.make_certificate` for ``options``)
+        with its public part uploaded to the sandbox app."""
+        made = make_certificate(**options)
+        self.tenant.upload_certificate(self.app, made.certificate_pem)
+        return made
+
+    def put_app_certificate(self, label: str, pem: str, *, thumbprint: str | None = None,
+                            password: str | None = None, tenant_id: bool = True) -> None:
+        """Store the app's client id and a certificate (PEM text) under ``label`` in
+        Maestro, with its thumbprint and password when given: no client secret."""
+        self.maestro.put_secret(label, "client_id", self.app.client_id)
+        self.maestro.put_secret(label, "client_certificate", pem)
+        if thumbprint:
+            self.maestro.put_secret(label, "client_certificate_thumbprint", thumbprint)
+        if password:
+            self.maestro.put_secret(label, "client_certificate_password", password)
+        if tenant_id:
+            self.maestro.put_secret(label, "tenant_id", self.tenant.tenant_id)
+
     def consent_redirect(self, authorize_url: str) -> str:
         """Do what a person does in the browser: open the consent URL, sign in as the
         sandbox user, accept, and return the address the browser lands on."""
@@ -190,3 +211,6 @@ class Sandbox:
         if grant_type:
             found = [r for r in found if r.form().get("grant_type") == grant_type]
         return found
+
+
+from .fixture import MS365Sandbox  # noqa: E402 - it builds on Sandbox, defined above

@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ._http import Reply, Request, RequestLog, Route, Service
+from .certificates import AppCertificate, Rejected, check_assertion
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
 
@@ -103,6 +104,11 @@ CONDITIONAL_ACCESS = {
 }
 
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: where _token() tells _client_auth() the endpoint's own address (not a form field)
+ENDPOINT_FIELD = "\x00endpoint"
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -149,6 +155,8 @@ class App:
     web_redirect_uris: list[str] = field(default_factory=list)
     #: *Mobile and desktop applications*: redeeming their codes makes a public client
     public_redirect_uris: list[str] = field(default_factory=list)
+    #: *Certificates & secrets > Certificates*: the public parts uploaded
+    certificates: list[AppCertificate] = field(default_factory=list)
 
     @property
     def secret(self) -> str:
@@ -311,6 +319,14 @@ class Tenant:
             for token in self.refresh_tokens.values():
                 token.dead = how
 
+    def upload_certificate(self, app: App, certificate_pem: str | bytes) -> AppCertificate:
+        """Register a certificate's public part on ``app``, as the portal's *Upload
+        certificate* does (.cer, .pem, .crt: no private key)."""
+        registered = AppCertificate.from_pem(certificate_pem)
+        with self.lock:
+            app.certificates.append(registered)
+        return registered
+
     def expire_client_secret(self, app: App) -> None:
         """Every secret of ``app`` has expired (as after its 6, 12 or 24 months)."""
         with self.lock:
@@ -447,13 +463,30 @@ class IdentityService(Service):
 
     def _client_auth(self, app: App, form: dict[str, str], public: bool) -> None:
         """Check the client's credential: a public client must send none, a confidential
-        one a current secret (its Value)."""
+        one a current secret (its Value) or a client assertion signed with a certificate
+        registered on the app (see certificates.py)."""
         secret = form.get("client_secret")
+        assertion = form.get("client_assertion")
         if public:
-            if secret is not None or form.get("client_assertion") is not None:
+            if secret is not None or assertion is not None:
                 raise AadError("invalid_client", "AADSTS700025", "Client is public so neither "
                                "'client_assertion' nor 'client_secret' should be presented.",
                                401)
+            return
+        if secret is not None and assertion is not None:
+            raise AadError("invalid_request", "AADSTS9002324", "Request should not contain "
+                           "more than one client credential parameters, this includes "
+                           "'client_secret', 'client_assertion' and 'request' parameters.")
+        if assertion is not None:
+            if form.get("client_assertion_type") != ASSERTION_TYPE:
+                raise AadError("invalid_request", "AADSTS50027", "Invalid JWT token. "
+                               "client_assertion_type must be " + ASSERTION_TYPE + ".")
+            try:
+                check_assertion(assertion, client_id=app.client_id,
+                                endpoint=form.get(ENDPOINT_FIELD, ""),
+                                certificates=list(app.certificates))
+            except Rejected as no:
+                raise AadError(no.error, no.code, no.description, no.status) from None
             return
         if secret is None:
             raise AadError("invalid_client", "AADSTS7000218", "The request body must contain "
@@ -608,6 +641,8 @@ class IdentityService(Service):
 
     def _token(self, request: Request, tenant: str) -> Reply:
         form = request.form()
+        # the address the request came to: a client assertion's audience must be it
+        form[ENDPOINT_FIELD] = f"{self.url}/{tenant}/oauth2/v2.0/token"
         grant = form.get("grant_type", "")
         app = self._app(form.get("client_id", ""), tenant)
         handler = {

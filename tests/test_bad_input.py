@@ -29,20 +29,21 @@ def test_nothing_found_names_every_place_searched(sandbox, maestro):
     with pytest.raises(ConfigurationError) as caught:
         MS365CredentialsPlugin(maestro=maestro, credential_label="missing-label")
     text = str(caught.value)
-    assert "client_id/client_secret arguments" in text
+    assert "client_id/client_secret/client_certificate arguments" in text
     assert "Maestro credential 'missing-label'" in text and "no such label" in text
     assert "MS365_CLIENT_ID" in text and "MS365_CLIENT_SECRET" in text
 
 
 def test_label_with_only_a_client_id(sandbox, maestro):
     sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
-    with pytest.raises(ConfigurationError, match="client_id is set but client_secret is missing"):
+    with pytest.raises(ConfigurationError, match="client_id is set but client_secret or client_certificate is missing"):
         MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
 
 
 def test_only_one_argument(sandbox):
     with pytest.raises(ConfigurationError,
-                       match="The arguments: client_id is set but client_secret is missing"):
+                       match="The arguments: client_id is set but client_secret or client_certificate is "
+                             "missing"):
         MS365CredentialsPlugin(client_id=sandbox.app.client_id)
 
 

@@ -170,3 +170,55 @@ def test_redact_removes_token_values(text):
                    "xQ9-verifier", "DAQABAAEAAA", "hunter2-long"):
         assert secret not in cleaned
     assert "<redacted>" in cleaned
+
+
+def test_no_certificate_key_password_or_assertion_in_logs_repr_or_errors(sandbox, maestro,
+                                                                          every_log, tmp_path):
+    from botcity.plugins.ms365.credentials.sandbox.certificates import make_certificate
+
+    password = "pem-password-" + "x" * 8
+    made = make_certificate(password=password)
+    sandbox.tenant.upload_certificate(sandbox.app, made.certificate_pem)
+    sandbox.put_app_certificate(LABEL, made.pem, password=password)
+    errors: list[BaseException] = []
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate([Scopes.MAIL_READ], consent=sandbox.consent_redirect)
+    sandbox.force_expiry()
+    renewed = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    renewed.ms365_account.get_current_user_data()
+    app_only = MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.pem,
+                                      client_certificate_password=password,
+                                      tenant_id=sandbox.tenant.tenant_id, auth_flow="app")
+    app_only.authenticate()
+    # a certificate the app does not know, and a wrong password
+    stranger = make_certificate()
+    sandbox.put_app_certificate(LABEL, stranger.pem)
+    sandbox.force_expiry()
+    try:
+        MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL
+                               ).ms365_account.get_current_user_data()
+    except MS365CredentialsError as exc:
+        errors.append(exc)
+    try:
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.pem,
+                               client_certificate_password="not-the-" + password)
+    except MS365CredentialsError as exc:
+        errors.append(exc)
+    reprs = [repr(plugin), repr(renewed), repr(app_only), repr(plugin._app),
+             repr(plugin._app.certificate)]
+
+    key_lines = {line for pem in (made.key_pem, stranger.key_pem,
+                                  plugin._app.certificate.private_key_pem)
+                 for line in pem.splitlines() if "-----" not in line and len(line) >= 16}
+    assertions = {r.form()["client_assertion"] for r in sandbox.requests("identity")
+                  if r.form().get("client_assertion")}
+    signatures = {a.rsplit(".", 1)[1] for a in assertions}
+    secrets = key_lines | assertions | signatures | {password, "not-the-" + password}
+    secrets |= secrets_seen(sandbox, maestro) - {sandbox.app.secret}
+    assert len(errors) == 2 and len(assertions) >= 3
+    texts = [*every_log.texts, *reprs, *(str(e) for e in errors), *(repr(e) for e in errors),
+             *(a["message"] for a in sandbox.maestro.alerts)]
+    assert any(t.startswith("msal.") for t in every_log.texts), "msal's DEBUG logs were seen"
+    assert len(every_log.texts) > 50
+    leaks = [(s[:6] + "...", t[:120]) for t in texts for s in secrets if s in t]
+    assert leaks == []

@@ -73,15 +73,21 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 
 # -- log redaction ---------------------------------------------------------------------
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token", "client_secret", "code",
-                  "code_verifier", "device_code", "assertion", "password", "secret")
+                  "code_verifier", "device_code", "client_assertion", "assertion",
+                  "private_key", "passphrase", "password", "secret")
 _SECRETS_IN_TEXT = re.compile(
     r"(?i)(bearer\s+)[^\s'\",}]+"
     r"|(\b(?:" + "|".join(_SECRET_FIELDS) + r")['\"]?\s*[:=]\s*['\"]?)[^\s'\",&}]+"
 )
+#: a PEM private key, and a JWT (an access token, an id token, a client assertion)
+_KEYS_AND_JWTS = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE "
+                            r"KEY-----|\beyJ[\w-]+\.[\w-]+\.[\w-]*", re.S)
 
 
 def redact(text: str) -> str:
-    """``text`` with bearer tokens and token/secret values replaced by ``<redacted>``."""
+    """``text`` with bearer tokens, token/secret values, private keys and JWTs replaced by
+    ``<redacted>``."""
+    text = _KEYS_AND_JWTS.sub("<redacted>", text)
     return _SECRETS_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + "<redacted>", text)
 
 
@@ -139,7 +145,9 @@ class PluginConnection(Connection):
     _msal_client: Any  # set by O365's Connection.__init__
     session: Any
     timeout: Any  # seconds a Graph request may wait for an answer (MS365_HTTP_TIMEOUT)
-    auth: tuple[str, str]  # (client id, client secret), set by O365's Connection.__init__
+    #: (client id, client secret or certificate), set by O365's Connection.__init__; msal
+    #: takes the second as its ``client_credential``
+    auth: tuple[str, str | dict[str, str]]
 
     def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
                  graph_resource: str = DEFAULT_GRAPH_URL + "/",
@@ -169,12 +177,13 @@ class PluginConnection(Connection):
         self.new_secret: Callable[[], bool] | None = None
 
     @property
-    def client_secret(self) -> str:
+    def client_secret(self) -> str | dict[str, str]:
+        """The app's credential in use: its secret, or its certificate (msal's form)."""
         return self.auth[1]
 
-    def use_secret(self, secret: str) -> bool:
-        """Sign in with ``secret`` from now on (an operator rotated it); True when it is
-        another secret than the one in use."""
+    def use_secret(self, secret: str | dict[str, str]) -> bool:
+        """Sign in with ``secret`` (a secret, or a certificate in msal's form) from now on
+        (an operator rotated it); True when it is another one than the one in use."""
         if not secret or secret == self.auth[1]:
             return False
         self.auth = (self.auth[0], secret)
@@ -408,13 +417,14 @@ class PluginAccount(Account):
 
 
 def build_account(
-    client_id: str, client_secret: str, *, tenant_id: str, token_backend: Any,
+    client_id: str, client_credential: str | dict[str, str], *, tenant_id: str,
+    token_backend: Any,
     authority_host: str, graph_url: str, timeout: float, retry_budget: float,
     app_only: bool = False,
 ) -> PluginAccount:
     protocol = graph_protocol(graph_url)
     return PluginAccount(
-        (client_id, client_secret),
+        (client_id, client_credential),
         protocol=protocol,
         tenant_id=tenant_id,
         token_backend=token_backend,

@@ -191,14 +191,46 @@ def cmd_status(args: argparse.Namespace) -> int:
             report["missing"] = sorted(missing_permissions(wanted, report["permissions"]))
             if report["missing"]:
                 problems.append("the token lacks " + ", ".join(report["missing"]))
+    warnings = _app_credential(args, store, report, problems)
     report["ok"] = not problems
     if args.json:
         _out(json.dumps(report, indent=2))
     else:
         _print_status(report)
+    for warning in warnings:
+        _err(f"warning: {warning}")
     for problem in problems:
         _err(f"problem: {problem}")
     return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _app_credential(args: argparse.Namespace, store: Any, report: dict[str, Any],
+                    problems: list[str]) -> list[str]:
+    """What the app signs in with (from the credential the token store read: no other
+    Maestro request), into ``report``; a certificate within 30 days of its expiry is a
+    warning, an expired one or a credential that cannot be used a problem."""
+    from .app_credentials import find_app_credentials
+    from .certificates import WARN_DAYS
+
+    vault = getattr(getattr(store, "persistence", None), "vault", None)
+    try:
+        app = find_app_credentials(getattr(args, "client_id", None), None, args.tenant_id,
+                                   vault=vault, label=args.label if vault else None,
+                                   environ=os.environ)
+    except MS365CredentialsError as exc:
+        problems.append(f"the app's credential cannot be used: {exc}")
+        return []
+    if isinstance(app, list):
+        return []  # none anywhere (only the places searched): the token alone is shown
+    report["app_credential"] = app.describe()
+    days = app.certificate.days_left() if app.certificate else None
+    if days is not None and days <= 0:
+        problems.append(f"the app's {app.describe()}: it has expired; make a new one, upload "
+                        "it to the app and put it in the credential")
+    elif days is not None and days <= WARN_DAYS:
+        return [f"the app's {app.describe()} (in {days:.0f} days): make a new one, upload it "
+                "to the app and put it in the credential before then"]
+    return []
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -219,6 +251,8 @@ def _print_status(report: dict[str, Any]) -> None:
     else:
         _out("Refresh token:  none (a person must sign in again when the access token expires)")
     _out(f"Client:         {report['client']}")
+    if "app_credential" in report:
+        _out(f"App credential: {report['app_credential']}")
     if "requested" in report:
         covered = "all covered" if not report["missing"] else (
             "missing " + ", ".join(report["missing"]))

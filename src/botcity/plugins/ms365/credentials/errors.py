@@ -176,6 +176,16 @@ AADSTS: dict[str, Known] = {
                           "and desktop applications' and add them under 'Web' "
                           "(https://login.microsoftonline.com/common/oauth2/nativeclient and "
                           "http://localhost), or sign in with consent='device_code'."),
+    "AADSTS700024": Known("the certificate's signed request (client assertion) is outside "
+                          "its valid time range, which happens when this machine's clock is "
+                          "wrong", "Set the machine's clock right (Windows: Settings > Time > "
+                          "Sync now), then run again."),
+    "AADSTS700027": Known("Microsoft does not accept the app's certificate",
+                          _PORTAL + "Certificates & secrets > Certificates lists the "
+                          "certificates registered on the app: upload the certificate the bot "
+                          "uses (its public part: .cer, .pem or .crt), or, when it has "
+                          "expired, make a new one, upload it and put it in the credential's "
+                          "client_certificate."),
     "AADSTS700082": Known("the refresh token expired after 90 days without use",
                           _SIGN_IN_AGAIN, "sign_in"),
     "AADSTS7000215": Known("the client secret is wrong (or it is the secret's ID instead "
@@ -227,7 +237,14 @@ def explain(answer: Mapping[str, Any], doing: str) -> MS365CredentialsError:
                                       error=error, code=code)
         return AuthorizationError(f"Microsoft refused {doing}: {error}{told}.", error=error,
                                   code=code)
-    message = f"Microsoft refused {doing}: {error} ({code}: {known.meaning})." + (
+    meaning = known.meaning
+    if code == "AADSTS700027":  # Microsoft says which certificate, and why
+        description = str(answer.get("error_description") or "")
+        reason = re.search(r"Reason - (.+?)[.,]", description)
+        used = re.search(r"Thumbprint of key used by client: '([0-9A-Fa-f]+)'", description)
+        meaning += (f" {used.group(1).upper()}" if used else "") + (
+            f": {reason.group(1)}" if reason else "")
+    message = f"Microsoft refused {doing}: {error} ({code}: {meaning})." + (
         f" {known.fix}" if known.fix else "")
     if known.kind == "throttled":
         return ServiceUnavailable(message, code=code)

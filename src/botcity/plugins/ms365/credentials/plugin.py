@@ -19,7 +19,7 @@ from O365 import Account
 from . import _o365
 from ._clock import CLOCK
 from ._maestro import MaestroVault, is_online
-from .app_credentials import AppCredentials, resolve_app_credentials
+from .app_credentials import AppCredentials, from_credential, resolve_app_credentials
 from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
     AuthorizationError,
@@ -57,6 +57,12 @@ class MS365CredentialsPlugin:
         client_id, client_secret: the Azure app's credentials. When omitted they are read
             from the Maestro credential ``credential_label``, then from the environment
             (``MS365_CLIENT_ID``, ``MS365_CLIENT_SECRET``).
+        client_certificate: instead of ``client_secret``, a certificate: the PEM of its
+            private key (the certificate may follow it), as text or the path of a file.
+            ``client_certificate_thumbprint`` is needed when the PEM holds only the key;
+            ``client_certificate_password`` when the key is encrypted. In Maestro: the keys
+            of the same names; in the environment: ``MS365_CLIENT_CERTIFICATE`` (a path),
+            ``MS365_CLIENT_CERTIFICATE_THUMBPRINT``, ``MS365_CLIENT_CERTIFICATE_PASSWORD``.
         token_path: folder or file of the local token (default ``./o365_token.txt``),
             used when Maestro is not connected.
         maestro: a connected ``BotMaestroSDK``. With it, the token lives in Maestro.
@@ -90,6 +96,9 @@ class MS365CredentialsPlugin:
         graph_url: str | None = None,
         consent: str | ConsentHandler | None = None,
         auth_flow: str = "delegated",
+        client_certificate: str | os.PathLike[str] | None = None,
+        client_certificate_thumbprint: str | None = None,
+        client_certificate_password: str | None = None,
     ) -> None:
         environ = os.environ
         settings = Settings.from_environ(environ)
@@ -110,6 +119,9 @@ class MS365CredentialsPlugin:
             self._app: AppCredentials = resolve_app_credentials(
                 client_id, client_secret, tenant_id,
                 vault=self._vault, label=credential_label, environ=environ,
+                client_certificate=os.fspath(client_certificate) if client_certificate
+                else None, client_certificate_thumbprint=client_certificate_thumbprint,
+                client_certificate_password=client_certificate_password,
             )
         except StoreUnavailable as exc:
             self._app = self._app_while_maestro_is_down(
@@ -134,7 +146,7 @@ class MS365CredentialsPlugin:
         self._consent = consent
         self._timeout = settings.consent_timeout
         self._account = _o365.build_account(
-            self._app.client_id, self._app.client_secret,
+            self._app.client_id, self._app.credential,
             tenant_id=self._app.tenant_id,
             token_backend=self._store,
             app_only=self._app_only,
@@ -147,13 +159,14 @@ class MS365CredentialsPlugin:
             retry_budget=settings.retry_seconds,
         )
         self._account.con.on_refused = self._refused
-        if self._vault is not None and credential_label and not client_secret:
+        if self._vault is not None and credential_label and self._app.source.startswith(
+                "Maestro"):
             self._vault.watch(credential_label, self._app_credentials_read)
             self._account.con.new_secret = self._new_secret
         #: True inside the plugin's own checks, which report a rejection themselves.
         self._checking = False
-        log.info("Microsoft 365 app credentials from %s; token in %s",
-                 self._app.source, self._store.location)
+        log.info("Microsoft 365 app credentials (%s) from %s; token in %s",
+                 self._app.describe(), self._app.source, self._store.location)
 
     def __repr__(self) -> str:
         return (f"MS365CredentialsPlugin(client_id={self._app.client_id!r}, "
@@ -312,13 +325,21 @@ class MS365CredentialsPlugin:
 
     def _app_credentials_read(self, values: dict[str, str]) -> None:
         """Maestro's credential was read again: an operator may have put a new client
-        secret in it since the bot started; the bot uses it from then on."""
-        secret = (values.get("client_secret") or "").strip()
-        if self._account.con.use_secret(secret):
-            log.info("The client secret in Maestro credential '%s' changed; using the new "
-                     "one", self._credential_label)
-            self._app = AppCredentials(self._app.client_id, secret, self._app.tenant_id,
-                                       self._app.source)
+        secret (or certificate) in it since the bot started; the bot uses it from then
+        on. One that cannot be used is logged and the one in use kept."""
+        try:
+            app = from_credential({**values, "client_id": self._app.client_id},
+                                  f"Maestro credential '{self._credential_label}'",
+                                  tenant=self._app.tenant_id, source=self._app.source)
+        except ConfigurationError as exc:
+            log.warning("Maestro credential '%s' changed but cannot be used (%s); keeping "
+                        "the app credential in use", self._credential_label, exc)
+            return
+        if app is not None and self._account.con.use_secret(app.credential):
+            log.info("The app credential in Maestro credential '%s' changed; using the new "
+                     "one (%s)", self._credential_label, app.describe())
+            self._app = AppCredentials(app.client_id, app.client_secret, self._app.tenant_id,
+                                       self._app.source, app.certificate)
 
     @property
     def _stopped(self) -> str:

@@ -1,0 +1,295 @@
+"""Certificates instead of client secrets: the app signs each token request with its
+private key (a client assertion msal makes), from every place a secret comes from. Against
+the sandbox, whose identity platform checks assertions as Microsoft Entra ID does (see
+docs/notes/certificates.md for its answers and their sources)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+
+import jwt
+import pytest
+import requests
+
+from botcity.plugins.ms365.credentials import (
+    AuthorizationError,
+    ConfigurationError,
+    MS365CredentialsPlugin,
+)
+from botcity.plugins.ms365.credentials.sandbox.certificates import make_certificate
+from conftest import BOT, bot_env, consent_answerer, run_process, script
+
+LABEL = "ms365"
+SCOPES = ["basic", "message_send"]
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def runner_run(sandbox, **env):
+    task_id, token = sandbox.maestro.start_task(parameters={"ms365_credential_label": LABEL})
+    argv = [sys.executable, str(BOT), *sandbox.maestro.runner_argv(task_id, token)]
+    run = run_process(argv, bot_env(sandbox, **env), stdin_closed=True)
+    return sandbox.maestro.tasks[task_id], run
+
+
+def signed_with_assertions(requests_):
+    """Every token request authenticated with a client assertion, never a secret."""
+    forms = [r.form() for r in requests_]
+    return bool(forms) and all(
+        f.get("client_assertion_type") == ASSERTION and f.get("client_assertion")
+        and "client_secret" not in f for f in forms)
+
+
+@pytest.fixture
+def certified(sandbox, maestro):
+    """The app with a certificate registered, and a Maestro credential holding the PEM
+    (key and certificate) and no secret; a person consented once."""
+    made = sandbox.add_certificate()
+    sandbox.put_app_certificate(LABEL, made.pem)
+    MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).sign_in(
+        SCOPES, consent=sandbox.consent_redirect)
+    assert signed_with_assertions(sandbox.token_requests("authorization_code"))
+    return made
+
+
+# -- Done when 1: a Runner with the certificate in Maestro --------------------------------
+def test_a_runner_with_a_certificate_starts_with_one_read_and_renews_with_an_assertion(
+        sandbox, certified):
+    sandbox.requests.clear()
+    task, run = runner_run(sandbox)
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    assert sandbox.requests("identity") == []
+    assert len(sandbox.requests("maestro", path_contains="/api/v2/credential")) == 1
+
+    before = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    sandbox.force_expiry()
+    sandbox.requests.clear()
+    task, run = runner_run(sandbox)
+    assert task.finish_status == "SUCCESS", run.stdout + run.stderr
+    refreshes = sandbox.token_requests("refresh_token")
+    assert len(refreshes) == 1 and signed_with_assertions(refreshes)
+    after = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    assert ({e["secret"] for e in after["RefreshToken"].values()}
+            != {e["secret"] for e in before["RefreshToken"].values()}), "rotated, written back"
+    assert "client_secret" not in {i["key"] for i in sandbox.maestro.credentials[LABEL]}
+
+
+# -- Done when 2: consent at the console, then unattended ---------------------------------
+def test_console_consent_with_a_certificate_app_then_unattended_reuse(sandbox, tmp_path):
+    made = sandbox.add_certificate()
+    (tmp_path / "key.pem").write_text(made.key_pem)
+    bot = script(tmp_path / "bot.py", f"""
+import os
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+service = MS365CredentialsPlugin(client_id={sandbox.app.client_id!r},
+                                 client_certificate="key.pem",
+                                 client_certificate_thumbprint={made.thumbprint.lower()!r})
+service.authenticate(["basic", "message_send"])
+print("user:", service.ms365_account.get_current_user_data().user_principal_name)
+""")
+    first = run_process(bot, bot_env(sandbox), cwd=tmp_path, answer=consent_answerer(sandbox))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Paste the address" in first.stdout
+    assert signed_with_assertions(sandbox.token_requests())
+
+    sandbox.force_expiry()
+    (tmp_path / "o365_token.txt").write_text(
+        __import__("botcity.plugins.ms365.credentials.sandbox", fromlist=["x"])
+        .expire_token_text((tmp_path / "o365_token.txt").read_text()))
+    sandbox.requests.clear()
+    second = run_process(bot, bot_env(sandbox), cwd=tmp_path, stdin_closed=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"user: {sandbox.tenant.user.upn}" in second.stdout
+    assert "Paste" not in second.stdout
+    assert signed_with_assertions(sandbox.token_requests("refresh_token"))
+
+
+# -- Done when 3: app-only across two expiries --------------------------------------------
+def test_app_only_with_a_certificate_across_two_expiries(sandbox, tmp_path):
+    made = sandbox.add_certificate()
+    path = tmp_path / "bot.pem"
+    path.write_text(made.pem)
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=path,
+                                    tenant_id=sandbox.tenant.tenant_id, auth_flow="app")
+    plugin.authenticate()
+    directory = plugin.ms365_account.directory()
+    upn = sandbox.tenant.user.upn
+    assert directory.get_user(upn).user_principal_name == upn
+    backend = plugin.ms365_account.con.token_backend
+    for _ in range(2):
+        sandbox.tenant.expire_access_tokens()
+        for entry in backend._cache.get("AccessToken", {}).values():
+            entry["expires_on"] = str(int(time.time()) - 60)
+        assert directory.get_user(upn).user_principal_name == upn
+
+    grants = sandbox.token_requests("client_credentials")
+    assert len(grants) == 3 and signed_with_assertions(grants)
+    # msal signs one assertion and sends it again for up to 9 minutes (same jti): Entra ID
+    # accepts that, and so must the sandbox
+    assert len({g.form()["client_assertion"] for g in grants}) == 1
+    assert plugin.credentials[1] == ""  # no secret: the 0.2.0 tuple says so
+
+
+# -- Done when 4: a certificate the app does not know ---------------------------------------
+def test_a_wrong_certificate_names_it_and_alerts_once_on_a_runner(sandbox, maestro, certified):
+    stranger = make_certificate()  # never uploaded to the app
+    sandbox.put_app_certificate(LABEL, stranger.pem)
+    sandbox.force_expiry()
+
+    task, run = runner_run(sandbox)
+
+    assert task.finish_status == "FAILED", run.stdout + run.stderr
+    assert f"certificate {stranger.thumbprint}: The key was not found" in task.finish_message
+    assert "Certificates & secrets > Certificates" in task.finish_message
+    [alert] = sandbox.maestro.alerts
+    assert "AADSTS700027" in alert["message"] and stranger.thumbprint in alert["message"]
+
+
+def test_an_expired_registered_certificate_says_so(sandbox, maestro):
+    old = sandbox.add_certificate(days=-1)
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=old.pem,
+                                    tenant_id=sandbox.tenant.tenant_id, auth_flow="app")
+    with pytest.raises(AuthorizationError, match="The key used is expired"):
+        plugin.authenticate()
+
+
+# -- Done when 5: bad configuration, each a ConfigurationError naming the fix ---------------
+def test_both_a_secret_and_a_certificate_in_maestro(sandbox, maestro):
+    made = sandbox.add_certificate()
+    sandbox.put_app_credentials(LABEL)
+    sandbox.maestro.put_secret(LABEL, "client_certificate", made.pem)
+    with pytest.raises(ConfigurationError) as caught:
+        MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    text = str(caught.value)
+    assert f"Maestro credential '{LABEL}'" in text
+    assert "both client_secret and client_certificate are set" in text
+    assert made.key_pem.splitlines()[1] not in text
+
+
+def test_both_in_the_environment_and_neither_with_a_client_id(sandbox, monkeypatch):
+    made = sandbox.add_certificate()
+    monkeypatch.setenv("MS365_CLIENT_ID", sandbox.app.client_id)
+    monkeypatch.setenv("MS365_CLIENT_SECRET", sandbox.app.secret)
+    monkeypatch.setenv("MS365_CLIENT_CERTIFICATE", made.pem)
+    with pytest.raises(ConfigurationError, match=r"MS365_CLIENT_SECRET and "
+                       r"MS365_CLIENT_CERTIFICATE are set"):
+        MS365CredentialsPlugin()
+    monkeypatch.delenv("MS365_CLIENT_SECRET")
+    monkeypatch.delenv("MS365_CLIENT_CERTIFICATE")
+    with pytest.raises(ConfigurationError, match=r"MS365_CLIENT_ID is set but "
+                       r"MS365_CLIENT_SECRET or MS365_CLIENT_CERTIFICATE is missing"):
+        MS365CredentialsPlugin()
+
+
+def test_a_pem_without_a_private_key(sandbox):
+    made = sandbox.add_certificate()
+    with pytest.raises(ConfigurationError, match="holds no private key.*the certificate "
+                       "alone is what you upload to Azure"):
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.certificate_pem)
+
+
+def test_an_encrypted_key_needs_its_password_and_the_right_one(sandbox, tmp_path):
+    made = make_certificate(password="correct horse")
+    path = tmp_path / "key.pem"
+    path.write_text(made.pem)
+    client_id = sandbox.app.client_id
+    with pytest.raises(ConfigurationError, match="the private key is encrypted: give its "
+                       "password"):
+        MS365CredentialsPlugin(client_id, client_certificate=path)
+    with pytest.raises(ConfigurationError, match="the password does not decrypt") as caught:
+        MS365CredentialsPlugin(client_id, client_certificate=path,
+                               client_certificate_password="wrong")
+    assert "wrong" not in str(caught.value).replace("(wrong client_certificate_password)", "")
+    ok = MS365CredentialsPlugin(client_id, client_certificate=path,
+                                client_certificate_password="correct horse")
+    assert ok.ms365_account is not None
+
+
+@pytest.mark.parametrize("thumbprint, problem", [
+    ("12:34", "not a SHA-1 thumbprint"),
+    ("A" * 40, "is not this certificate's"),
+])
+def test_a_thumbprint_that_cannot_be_right(sandbox, thumbprint, problem):
+    made = sandbox.add_certificate()
+    with pytest.raises(ConfigurationError, match=problem):
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.pem,
+                               client_certificate_thumbprint=thumbprint)
+
+
+def test_a_key_alone_needs_the_thumbprint_and_takes_it_as_the_portal_shows_it(sandbox):
+    made = sandbox.add_certificate()
+    with pytest.raises(ConfigurationError, match="set client_certificate_thumbprint"):
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.key_pem)
+    spaced = " ".join(made.thumbprint[i:i + 2] for i in range(0, 40, 2)).lower()
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=made.key_pem,
+                                    client_certificate_thumbprint=spaced,
+                                    tenant_id=sandbox.tenant.tenant_id, auth_flow="app")
+    plugin.authenticate()
+    assert signed_with_assertions(sandbox.token_requests("client_credentials"))
+
+
+def test_a_missing_file_and_a_pfx(sandbox, tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=tmp_path / "nope.pem")
+    (tmp_path / "bot.pfx").write_bytes(b"0\x82\x0a\x00binary")
+    with pytest.raises(ConfigurationError, match="openssl pkcs12"):
+        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=tmp_path / "bot.pfx")
+
+
+# -- Done when 6: status shows the certificate and warns before it expires -----------------
+@pytest.mark.parametrize("days, warned", [(365, False), (20, True)])
+def test_status_shows_the_certificate_and_warns_30_days_ahead(sandbox, maestro, tmp_path,
+                                                               days, warned):
+    made = sandbox.add_certificate(days=days)
+    sandbox.put_app_certificate(LABEL, made.pem)
+    MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).sign_in(
+        SCOPES, consent=sandbox.consent_redirect)
+    sandbox.requests.clear()
+    env = bot_env(sandbox, BOTCITY_SERVER=sandbox.maestro_url,
+                  BOTCITY_LOGIN=sandbox.maestro.login, BOTCITY_KEY=sandbox.maestro.key)
+    run = run_process([sys.executable, "-m", "botcity.plugins.ms365.credentials", "status",
+                       "--label", LABEL], env, cwd=tmp_path, stdin_closed=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%d")
+    assert f"App credential: certificate {made.thumbprint}, expires " in run.stdout
+    assert expires in run.stdout or str(int(expires[-2:]) - 1) in run.stdout
+    assert ("warning: the app's certificate" in run.stderr) is warned
+    assert len(sandbox.requests("maestro", path_contains="/api/v2/credential")) == 1
+
+
+# -- the sandbox answers as Entra ID does -----------------------------------------------
+def _assertion(sandbox, made, **claims):
+    endpoint = f"{sandbox.authority_host}/{sandbox.tenant.tenant_id}/oauth2/v2.0/token"
+    now = time.time()
+    body = {"aud": endpoint, "iss": sandbox.app.client_id, "sub": sandbox.app.client_id,
+            "exp": now + 600, "iat": now, "jti": "same-jti", **claims}
+    import base64
+    x5t = base64.urlsafe_b64encode(bytes.fromhex(made.thumbprint)).decode()
+    return endpoint, jwt.encode(body, made.key_pem, algorithm="RS256", headers={"x5t": x5t})
+
+
+@pytest.mark.parametrize("claims, code", [
+    ({}, None),
+    ({"exp": time.time() - 5}, "AADSTS700024"),
+    ({"aud": "https://login.microsoftonline.com/x/oauth2/v2.0/token"}, "AADSTS700023"),
+    ({"iss": "someone-else"}, "AADSTS700021"),
+])
+def test_the_sandbox_checks_assertions_as_entra_id_does(sandbox, claims, code):
+    made = sandbox.add_certificate()
+    endpoint, assertion = _assertion(sandbox, made, **claims)
+    form = {"grant_type": "client_credentials", "client_id": sandbox.app.client_id,
+            "scope": "https://graph.microsoft.com/.default", "client_assertion": assertion,
+            "client_assertion_type": ASSERTION}
+    answers = [requests.post(endpoint, data=form, verify=sandbox.ca_file, timeout=10)
+               for _ in range(2)]  # the same jti twice: msal re-sends one for 9 minutes
+    if code is None:
+        assert [a.status_code for a in answers] == [200, 200]
+    else:
+        assert answers[0].status_code == 401
+        assert answers[0].json()["error"] == "invalid_client"
+        assert answers[0].json()["error_description"].startswith(code)
+    both = requests.post(endpoint, data={**form, "client_secret": sandbox.app.secret},
+                         verify=sandbox.ca_file, timeout=10)
+    assert both.status_code == 400 and "AADSTS9002324" in both.json()["error_description"]

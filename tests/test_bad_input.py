@@ -36,14 +36,15 @@ def test_nothing_found_names_every_place_searched(sandbox, maestro):
 
 def test_label_with_only_a_client_id(sandbox, maestro):
     sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
-    with pytest.raises(ConfigurationError, match="client_id is set but client_secret or client_certificate is missing"):
+    with pytest.raises(ConfigurationError, match="client_id is set but client_secret or "
+                       "client_certificate is missing"):
         MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
 
 
 def test_only_one_argument(sandbox):
     with pytest.raises(ConfigurationError,
-                       match="The arguments: client_id is set but client_secret or client_certificate is "
-                             "missing"):
+                       match="The arguments: client_id is set but client_secret or "
+                             "client_certificate is missing"):
         MS365CredentialsPlugin(client_id=sandbox.app.client_id)
 
 

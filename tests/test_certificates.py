@@ -106,6 +106,58 @@ print("user:", service.ms365_account.get_current_user_data().user_principal_name
     assert signed_with_assertions(sandbox.token_requests("refresh_token"))
 
 
+@pytest.mark.parametrize("way", ["browser", "device_code"])
+def test_browser_and_device_code_consent_with_a_certificate_app(sandbox, tmp_path, way):
+    import threading
+
+    from test_consent_ways import (
+        AUTHORIZE,
+        approve_device_codes,
+        browser_page,
+        headless_browser,
+    )
+
+    sandbox.app.public_client_flows = True
+    sandbox.put_app_certificate(LABEL, sandbox.add_certificate().pem)
+    env = bot_env(sandbox, MS365_CONSENT=way, MS365_CONSENT_TIMEOUT="30",
+                  MAESTRO_SERVER=sandbox.maestro_url, MAESTRO_LOGIN=sandbox.maestro.login,
+                  MAESTRO_KEY=sandbox.maestro.key)
+    stop = threading.Event()
+    if way == "browser":
+        env["BROWSER"] = headless_browser(tmp_path)
+    else:
+        approve_device_codes(sandbox, stop)
+    try:
+        run = run_process(script(tmp_path / "authorize.py", AUTHORIZE), env, cwd=tmp_path)
+    finally:
+        stop.set()
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    token = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    if way == "browser":
+        assert "Signed in" in browser_page(tmp_path)
+        assert signed_with_assertions(sandbox.token_requests("authorization_code"))
+        assert token["botcity"]["client"] == "confidential"
+    else:  # a public-client flow: nothing of the app's is sent
+        polls = sandbox.token_requests("urn:ietf:params:oauth:grant-type:device_code")
+        assert polls and polls[-1].status == 200
+        assert not any({"client_assertion", "client_secret"} & set(p.form()) for p in polls)
+        assert token["botcity"]["client"] == "public"
+
+
+def test_login_from_the_command_line_with_a_certificate_app(sandbox, tmp_path):
+    sandbox.put_app_certificate(LABEL, sandbox.add_certificate().pem)
+    env = bot_env(sandbox, BOTCITY_SERVER=sandbox.maestro_url,
+                  BOTCITY_LOGIN=sandbox.maestro.login, BOTCITY_KEY=sandbox.maestro.key)
+    run = run_process([sys.executable, "-m", "botcity.plugins.ms365.credentials", "login",
+                       "--label", LABEL, "--scopes", "mail_send"], env, cwd=tmp_path,
+                      answer=consent_answerer(sandbox))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Signed in as {sandbox.tenant.user.upn}" in run.stdout
+    assert signed_with_assertions(sandbox.token_requests())
+    assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"]
+
+
 # -- Done when 3: app-only across two expiries --------------------------------------------
 def test_app_only_with_a_certificate_across_two_expiries(sandbox, tmp_path):
     made = sandbox.add_certificate()

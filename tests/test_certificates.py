@@ -282,12 +282,33 @@ def test_a_key_alone_needs_the_thumbprint_and_takes_it_as_the_portal_shows_it(sa
     assert signed_with_assertions(sandbox.token_requests("client_credentials"))
 
 
-def test_a_missing_file_and_a_pfx(sandbox, tmp_path):
+def test_a_missing_file(sandbox, tmp_path):
     with pytest.raises(ConfigurationError, match="does not exist"):
         MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=tmp_path / "nope.pem")
-    (tmp_path / "bot.pfx").write_bytes(b"0\x82\x0a\x00binary")
-    with pytest.raises(ConfigurationError, match="openssl pkcs12"):
-        MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=tmp_path / "bot.pfx")
+
+
+def test_a_pfx_as_windows_exports_it(sandbox, tmp_path):
+    """Export-PfxCertificate writes PKCS#12 with a password; the bot takes its path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    made = sandbox.add_certificate()
+    key = serialization.load_pem_private_key(made.key_pem.encode(), None)
+    cert = x509.load_pem_x509_certificate(made.certificate_pem.encode())
+    pfx = tmp_path / "bot.pfx"
+    pfx.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"bot", key, cert, None, serialization.BestAvailableEncryption(b"pfx-pass")))
+    client_id, tenant = sandbox.app.client_id, sandbox.tenant.tenant_id
+    with pytest.raises(ConfigurationError, match="the .pfx cannot be opened: give its password"):
+        MS365CredentialsPlugin(client_id, client_certificate=pfx)
+    with pytest.raises(ConfigurationError, match="wrong client_certificate_password"):
+        MS365CredentialsPlugin(client_id, client_certificate=pfx,
+                               client_certificate_password="nope")
+    plugin = MS365CredentialsPlugin(client_id, client_certificate=pfx, tenant_id=tenant,
+                                    client_certificate_password="pfx-pass", auth_flow="app")
+    plugin.authenticate()
+    assert signed_with_assertions(sandbox.token_requests("client_credentials"))
 
 
 # -- Done when 6: status shows the certificate and warns before it expires -----------------

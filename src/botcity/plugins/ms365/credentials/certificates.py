@@ -8,7 +8,8 @@ secrets > Certificates*.
 
 :func:`load_certificate` takes what a person has at hand: the PEM of the private key (PKCS#8
 or PKCS#1, encrypted or not), with or without the certificate after it, as text or as the
-path of a file. It checks everything msal would only find at the first token request (a
+path of a file, or a .pfx/.p12 file (what Windows' ``Export-PfxCertificate`` writes). It
+checks everything msal would only find at the first token request (a
 certificate without its key, a wrong password, a thumbprint that is not 40 hex digits, or
 not this certificate's), and raises :class:`ConfigurationError` naming where the value came
 from and what to do. The key is kept decrypted in memory only; it never reaches a log,
@@ -70,54 +71,59 @@ class ClientCertificate:
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 
 
-def _pem_text(value: str, where: str) -> str:
-    """``value`` itself when it is PEM text, else the content of the file it names."""
+def _content(value: str, where: str) -> str | bytes:
+    """``value`` itself when it is PEM text, else the content of the file it names: its
+    text (PEM), or its bytes when it is binary (a .pfx/.p12)."""
     text = value.strip()
     if "-----BEGIN" in text:
         return text
     path = Path(os.path.expandvars(os.path.expanduser(text)))
     try:
-        content = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigurationError(
             f"{where}: the client certificate is neither PEM text nor an existing file "
-            f"('{path}' does not exist). Give the path of the PEM file, or its text.") from None
-    except UnicodeDecodeError:
-        content = ""  # binary: a .pfx/.p12 or a DER .cer
+            f"('{path}' does not exist). Give the path of the PEM or .pfx file, or the PEM "
+            "text.") from None
     except OSError as exc:
         raise ConfigurationError(
             f"{where}: cannot read the client certificate file '{path}' "
             f"({exc.strerror or type(exc).__name__}). Check the path and its permissions."
         ) from None
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data
     if "-----BEGIN" not in content:
         raise ConfigurationError(
-            f"{where}: '{path}' is not a PEM file (no -----BEGIN line). A .pfx/.p12 converts "
-            "with: openssl pkcs12 -in cert.pfx -out cert.pem -nodes")
+            f"{where}: '{path}' is neither a PEM file (no -----BEGIN line) nor a .pfx.")
     return content
 
 
-def _thumbprint(value: str, where: str) -> str:
-    """Upper-case hex, with the colons and spaces people copy along taken out."""
-    text = re.sub(r"[\s:]", "", value).upper()
-    if not re.fullmatch(r"[0-9A-F]{40}", text):
-        raise ConfigurationError(
-            f"{where}: client_certificate_thumbprint is not a SHA-1 thumbprint (40 hex "
-            f"digits, as the portal shows under Certificates & secrets > Certificates; "
-            f"got {len(text)} characters).")
-    return text
-
-
-def load_certificate(value: str, *, where: str, thumbprint: str | None = None,
-                     password: str | None = None) -> ClientCertificate:
-    """Read the app's certificate from ``value`` (PEM text, or the path of a PEM file).
-    ``where`` names its source in errors ("Maestro credential 'ms365'")."""
+def _key_and_certificate(content: str | bytes, password: str | None,
+                         where: str) -> tuple[Any, Any]:
+    """The private key and the certificate (None when the PEM holds only the key)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
 
-    text = _pem_text(value, where)
+    secret = password.encode() if password else None
+    if isinstance(content, bytes):  # PKCS#12, as Windows' Export-PfxCertificate writes
+        try:
+            key, cert, _ = pkcs12.load_key_and_certificates(content, secret)
+        except ValueError:
+            raise ConfigurationError(
+                f"{where}: the .pfx cannot be opened: " + (
+                    "wrong client_certificate_password, or not a .pfx." if secret else
+                    "give its password (client_certificate_password, or "
+                    "MS365_CLIENT_CERTIFICATE_PASSWORD), or it is not a .pfx.")) from None
+        if key is None:
+            raise ConfigurationError(f"{where}: the .pfx holds no private key: export it "
+                                     "with its private key.")
+        return key, cert
+
     blocks: dict[str, str] = {}
-    for match in _PEM_BLOCK.finditer(text):  # the first of each kind: the leaf of a chain
+    for match in _PEM_BLOCK.finditer(content):  # the first of each kind: a chain's leaf
         blocks.setdefault(match.group(1), match.group(0))
     key_block = next((block for name, block in blocks.items() if "PRIVATE KEY" in name), None)
     if key_block is None:
@@ -125,9 +131,8 @@ def load_certificate(value: str, *, where: str, thumbprint: str | None = None,
             f"{where}: the client certificate holds no private key (no BEGIN PRIVATE KEY "
             "block). The app signs in with the key: put the PEM of the private key (the "
             "certificate may follow it); the certificate alone is what you upload to Azure.")
-    secret = password.encode() if password else None
     try:
-        key: Any = serialization.load_pem_private_key(key_block.encode(), password=secret)
+        key = serialization.load_pem_private_key(key_block.encode(), password=secret)
     except TypeError:
         if secret is None:
             raise ConfigurationError(
@@ -144,6 +149,35 @@ def load_certificate(value: str, *, where: str, thumbprint: str | None = None,
         raise ConfigurationError(
             f"{where}: the private key is not a PEM private key this plugin can read. "
             + HOW_TO_MAKE + ".") from None
+    cert = None
+    if "CERTIFICATE" in blocks:
+        try:
+            cert = x509.load_pem_x509_certificate(blocks["CERTIFICATE"].encode())
+        except ValueError:
+            raise ConfigurationError(f"{where}: the certificate after the key is not a "
+                                     "readable X.509 certificate.") from None
+    return key, cert
+
+
+def _thumbprint(value: str, where: str) -> str:
+    """Upper-case hex, with the colons and spaces people copy along taken out."""
+    text = re.sub(r"[\s:]", "", value).upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", text):
+        raise ConfigurationError(
+            f"{where}: client_certificate_thumbprint is not a SHA-1 thumbprint (40 hex "
+            f"digits, as the portal shows under Certificates & secrets > Certificates; "
+            f"got {len(text)} characters).")
+    return text
+
+
+def load_certificate(value: str, *, where: str, thumbprint: str | None = None,
+                     password: str | None = None) -> ClientCertificate:
+    """Read the app's certificate from ``value``: PEM text, or the path of a PEM or .pfx
+    file. ``where`` names its source in errors ("Maestro credential 'ms365'")."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key, cert = _key_and_certificate(_content(value, where), password, where)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigurationError(
             f"{where}: the private key is not an RSA key; Microsoft Entra ID accepts only RSA "
@@ -152,22 +186,15 @@ def load_certificate(value: str, *, where: str, thumbprint: str | None = None,
         raise ConfigurationError(
             f"{where}: the RSA key has {key.key_size} bits; Microsoft Entra ID requires at "
             "least 2048 (AADSTS50032). " + HOW_TO_MAKE + ".")
-
-    cert_block = blocks.get("CERTIFICATE")
     not_after = subject = None
     given = _thumbprint(thumbprint, where) if thumbprint else None
-    if cert_block is not None:
-        try:
-            cert = x509.load_pem_x509_certificate(cert_block.encode())
-        except ValueError:
-            raise ConfigurationError(f"{where}: the certificate after the key is not a "
-                                     "readable X.509 certificate.") from None
+    if cert is not None:
         public = cert.public_key()
         if not (isinstance(public, rsa.RSAPublicKey)
                 and public.public_numbers() == key.public_key().public_numbers()):
             raise ConfigurationError(
-                f"{where}: the certificate in the PEM is not the private key's (another "
-                "key pair). Put the key and its own certificate together.")
+                f"{where}: the certificate is not the private key's (another key pair). Put "
+                "the key and its own certificate together.")
         computed = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Azure's id
         if given and given != computed:
             raise ConfigurationError(

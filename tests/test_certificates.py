@@ -158,30 +158,8 @@ def test_login_from_the_command_line_with_a_certificate_app(sandbox, tmp_path):
     assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"]
 
 
-# -- Done when 3: app-only across two expiries --------------------------------------------
-def test_app_only_with_a_certificate_across_two_expiries(sandbox, tmp_path):
-    made = sandbox.add_certificate()
-    path = tmp_path / "bot.pem"
-    path.write_text(made.pem)
-    plugin = MS365CredentialsPlugin(sandbox.app.client_id, client_certificate=path,
-                                    tenant_id=sandbox.tenant.tenant_id, auth_flow="app")
-    plugin.authenticate()
-    directory = plugin.ms365_account.directory()
-    upn = sandbox.tenant.user.upn
-    assert directory.get_user(upn).user_principal_name == upn
-    backend = plugin.ms365_account.con.token_backend
-    for _ in range(2):
-        sandbox.tenant.expire_access_tokens()
-        for entry in backend._cache.get("AccessToken", {}).values():
-            entry["expires_on"] = str(int(time.time()) - 60)
-        assert directory.get_user(upn).user_principal_name == upn
-
-    grants = sandbox.token_requests("client_credentials")
-    assert len(grants) == 3 and signed_with_assertions(grants)
-    # msal signs one assertion and sends it again for up to 9 minutes (same jti): Entra ID
-    # accepts that, and so must the sandbox
-    assert len({g.form()["client_assertion"] for g in grants}) == 1
-    assert plugin.credentials[1] == ""  # no secret: the 0.2.0 tuple says so
+# -- Done when 3: app-only across two expiries: test_consent_ways.py,
+# test_app_only_survives_two_expiries_in_one_process[certificate]
 
 
 # -- Done when 4: a certificate the app does not know ---------------------------------------

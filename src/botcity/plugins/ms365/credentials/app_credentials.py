@@ -104,23 +104,11 @@ def from_credential(values: Mapping[str, str], where: str, *, tenant: str,
     return found.resolve(tenant, source) if found.anything() else None
 
 
-def resolve_app_credentials(
-    client_id: str | None,
-    client_secret: str | None,
-    tenant_id: str | None,
-    *,
-    vault: MaestroVault | None,
-    label: str | None,
-    environ: Mapping[str, str],
-    client_certificate: str | None = None,
-    client_certificate_thumbprint: str | None = None,
-    client_certificate_password: str | None = None,
-) -> AppCredentials:
-    found = find_app_credentials(
-        client_id, client_secret, tenant_id, vault=vault, label=label, environ=environ,
-        client_certificate=client_certificate,
-        client_certificate_thumbprint=client_certificate_thumbprint,
-        client_certificate_password=client_certificate_password)
+def resolve_app_credentials(client_id: str | None, client_secret: str | None,
+                            tenant_id: str | None, **where: Any) -> AppCredentials:
+    """:func:`find_app_credentials`, and an error listing every place searched when none
+    has them."""
+    found = find_app_credentials(client_id, client_secret, tenant_id, **where)
     if isinstance(found, AppCredentials):
         return found
     raise ConfigurationError(

@@ -1,19 +1,26 @@
 """What the plugin costs a bot: at start, at refresh, at import, and at scale.
 
     python benchmarks/costs.py [--runs 30] [--json benchmarks/results/costs.json]
+                               [--svg docs/images/costs.svg | --no-svg] [--no-herd]
+    python benchmarks/costs.py --replot benchmarks/results/costs.json   # the picture only
 
 Against the local sandbox (loopback), in one run:
 
 1. warm start: process start to the first successful Graph call with a valid stored
    token, for (a) bare O365 with FileSystemTokenBackend, (b) the plugin with the file
-   store, (c) the plugin with the Maestro store, as a Runner starts a bot; runs are
-   interleaved, each round in a shuffled order. Median and 10th-90th percentile; ratios
-   b/a and c/a.
+   store, (c) the plugin with the Maestro store, as a Runner starts a bot, (d) the bot a
+   developer writes without the plugin (``hand_written_bot.py``: O365 and the Maestro
+   SDK, the token in the same credential); runs are interleaved, each round in a shuffled
+   order. Median and 10th-90th percentile; ratios b/a, c/a, c/d.
 2. requests per warm start (Maestro, not counting the Runner's own version call;
-   identity platform) and 3. per refresh (during a run; at start on an expired token).
+   identity platform) and 3. per renewal (during a run; at start on an expired token).
 4. import cost: the plugin's own modules, from ``python -X importtime``.
-5. scale: 1, 4, 16 bots on one credential through one expiry (a 12 s token, then 6 s
-   ones for half a life).
+5. herd: 1, 4, 16, 32 bot processes on one credential, with the plugin's coordination and
+   with ``MS365_COORDINATE_REFRESH=0``: token grants per token renewed while they run
+   (6 s tokens; the first lives 12 s) and per start together on an expired token.
+
+The picture (``docs/images/costs.svg``, needs the ``bench`` extra: matplotlib): warm-start
+times of (a)-(d), and the grants of 5. against the number of bots.
 """
 
 from __future__ import annotations
@@ -32,10 +39,15 @@ from pathlib import Path
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 from botcity.plugins.ms365.credentials.sandbox import Sandbox, expire_token_text
-from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
+from botcity.plugins.ms365.credentials.sandbox.herd import run_cold_starts, run_herd
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 LABEL = "ms365"
+#: (d): the bot written without the plugin; its own file, run as a Runner runs a bot
+HAND_WRITTEN = HERE / "hand_written_bot.py"
+NAMES = {"a": "bare O365, file", "b": "plugin, file store", "c": "plugin, Maestro store",
+         "d": "O365 + Maestro SDK by hand"}
 
 BARE_O365 = """
 import os, sys
@@ -112,6 +124,21 @@ def refresh_during_a_run(sandbox: Sandbox, lifetime: int = 6) -> dict[str, int]:
     return count(sandbox)
 
 
+def refresh_during_a_run_by_hand(sandbox: Sandbox, lifetime: int = 3) -> dict[str, int]:
+    """(d) while its access token expires: O365 renews after Graph's 401."""
+    sys.path.insert(0, str(HERE))
+    from hand_written_bot import account_from
+
+    sandbox.tenant.access_token_lifetime = lifetime
+    sandbox.force_expiry()
+    account = account_from(sandbox.maestro_sdk())
+    account.get_current_user_data()  # renews the expired token: a short-lived one
+    time.sleep(lifetime + 1.1)  # O365 compares whole seconds
+    sandbox.requests.clear()
+    account.get_current_user_data()
+    return count(sandbox)
+
+
 def warm_starts(runs: int) -> dict:
     folder = Path(tempfile.mkdtemp())
     with Sandbox() as sandbox:
@@ -124,41 +151,52 @@ def warm_starts(runs: int) -> dict:
         runner = sandbox.maestro.runner_argv(task_id, runner_token)
         env = sandbox.process_env(APP_ID=sandbox.app.client_id, APP_SECRET=sandbox.app.secret,
                                   MS365_FALLBACK_DIR=str(folder / "fallback"))
-        scripts = {}
+        scripts = {"d": HAND_WRITTEN}
         for name, source in (("a", BARE_O365), ("b", PLUGIN_FILE), ("c", PLUGIN_MAESTRO)):
             scripts[name] = folder / f"{name}.py"
             scripts[name].write_text(source)
-        args = {"a": [str(folder)], "b": [str(folder)], "c": [str(folder), *runner]}
-        times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-        requests: dict[str, dict[str, int]] = {}
-        for name in "abc":  # one warm-up each (file caches), not timed
+        args = {"a": [str(folder)], "b": [str(folder)], "c": [str(folder), *runner],
+                "d": runner}
+        times: dict[str, list[float]] = {name: [] for name in NAMES}
+        seen: dict[str, list[dict[str, int]]] = {name: [] for name in NAMES}
+        for name in NAMES:  # one warm-up each (file caches), not timed
             _run(scripts[name], args[name], env)
         order = random.Random(7)
         for _ in range(runs):
-            for name in order.sample("abc", 3):  # no variant always first or last
+            for name in order.sample(list(NAMES), len(NAMES)):  # none always first or last
                 sandbox.requests.clear()
                 times[name].append(_run(scripts[name], args[name], env))
-                requests[name] = count(sandbox)
+                seen[name].append(count(sandbox))
+        requests = {name: counts[-1] for name, counts in seen.items()}
+        same = {name: all(c == counts[0] for c in counts) for name, counts in seen.items()}
 
-        refresh = {"during a run, Maestro": refresh_during_a_run(sandbox)}
+        refresh = {"during a run, Maestro (c)": refresh_during_a_run(sandbox)}
         sandbox.tenant.access_token_lifetime = 3600
         sandbox.force_expiry()
         sandbox.requests.clear()
         _run(scripts["c"], args["c"], env)
-        refresh["at start, Maestro"] = count(sandbox)
+        refresh["at start, Maestro (c)"] = count(sandbox)
         token_file = folder / "o365_token.txt"
         token_file.write_text(expire_token_text(token_file.read_text()))
         sandbox.tenant.expire_access_tokens()
         sandbox.requests.clear()
         _run(scripts["b"], args["b"], env)
-        refresh["at start, file"] = count(sandbox)
+        refresh["at start, file (b)"] = count(sandbox)
+        # (d) last: it writes O365's own format over the plugin's token
+        sandbox.force_expiry()
+        sandbox.requests.clear()
+        _run(scripts["d"], args["d"], env)
+        refresh["at start, by hand (d)"] = count(sandbox)
+        refresh["during a run, by hand (d)"] = refresh_during_a_run_by_hand(sandbox)
 
     summary = {name: {"median_s": statistics.median(values), "p10_s": _pct(values, 0.1),
                       "p90_s": _pct(values, 0.9)} for name, values in times.items()}
-    return {"runs": runs, "times": summary,
-            "ratio_b_a": summary["b"]["median_s"] / summary["a"]["median_s"],
-            "ratio_c_a": summary["c"]["median_s"] / summary["a"]["median_s"],
-            "requests_per_warm_start": requests, "requests_per_refresh": refresh}
+    median = {name: t["median_s"] for name, t in summary.items()}
+    return {"runs": runs, "times": summary, "samples_s": times,
+            "ratio_b_a": median["b"] / median["a"], "ratio_c_a": median["c"] / median["a"],
+            "ratio_d_a": median["d"] / median["a"], "ratio_c_d": median["c"] / median["d"],
+            "requests_per_warm_start": requests, "same_requests_every_run": same,
+            "requests_per_refresh": refresh}
 
 
 def import_cost(runs: int = 10) -> dict:
@@ -188,20 +226,117 @@ def import_cost(runs: int = 10) -> dict:
             "import_O365_ms": statistics.median(o365) / 1000}
 
 
-def scale() -> list[dict]:
-    rows = []
-    for bots in (1, 4, 16):
-        os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
-        with Sandbox() as sandbox:
-            os.environ.update(sandbox.client_env())
-            result = run_herd(sandbox, processes=bots, expiries=1, lifetime=6)
-        rows.append({"bots": bots, "succeeded": result.succeeded,
-                     "token_requests": result.token_requests,
-                     "refresh_grants": sum(result.refreshes_per_token),
-                     "grants_per_token_renewed": result.refreshes_per_token,
-                     "maestro_credential_requests": result.maestro_requests,
-                     "wall_seconds": round(result.wall_seconds, 1)})
-    return rows
+#: Seconds the herd's access tokens live (the first: twice that), as in benchmarks/herd.py.
+HERD_LIFETIME = 6
+
+
+def herd(sizes: list[int], expiries: int, starts: int) -> dict:
+    """Bots on one credential, coordinated and not: grants per token renewed while they
+    run, and per start together on an expired token."""
+    in_run, cold = [], []
+    for bots in sizes:
+        for coordinate in (True, False):
+            os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
+            with Sandbox() as sandbox:
+                os.environ.update(sandbox.client_env())
+                r = run_herd(sandbox, processes=bots, expiries=expiries,
+                             lifetime=HERD_LIFETIME, coordinate=coordinate)
+            per_token = r.refreshes_per_token or [0]
+            in_run.append({
+                "bots": bots, "coordinated": coordinate, "succeeded": r.succeeded,
+                "grants_per_token_renewed": r.refreshes_per_token,
+                "mean_grants_per_token": round(statistics.mean(per_token), 2),
+                "max_grants_per_token": max(per_token), "token_requests": r.token_requests,
+                "maestro_credential_requests": r.maestro_requests, "graph_calls": r.graph_calls,
+                "newest_token_stored": r.newest_token_stored,
+                "wall_seconds": round(r.wall_seconds, 1), "failures": len(r.failures),
+                "failure_tails": [f[-600:] for f in r.failures[:2]]})
+            os.environ["MS365_FALLBACK_DIR"] = tempfile.mkdtemp()
+            with Sandbox() as sandbox:
+                os.environ.update(sandbox.client_env())
+                c = run_cold_starts(sandbox, processes=bots, repetitions=starts,
+                                    coordinate=coordinate)
+                reads = len(sandbox.requests("maestro", path_contains="/credential",
+                                             method="GET"))
+                writes = len(sandbox.requests("maestro", path_contains="/credential",
+                                              method="POST"))
+            cold.append({
+                "bots": bots, "coordinated": coordinate, "grants_per_start": c.grants,
+                "mean_grants_per_start": round(statistics.mean(c.grants), 2),
+                "max_grants_per_start": max(c.grants), "starts": starts,
+                "starts_all_ok": c.succeeded, "maestro_reads": reads, "maestro_writes": writes,
+                "failures": len(c.failures)})
+    for r in in_run:  # grants per renewal: against what one bot alone renewed in as long
+        alone = [a for a in in_run if a["bots"] == 1 and a["coordinated"] == r["coordinated"]]
+        r["grants_per_renewal"] = (round(r["token_requests"] / alone[0]["token_requests"], 2)
+                                   if alone and alone[0]["token_requests"]
+                                   else r["mean_grants_per_token"])
+    return {"lifetime_s": HERD_LIFETIME, "expiries": expiries, "in_run": in_run,
+            "cold_starts": cold}
+
+
+def picture(results: dict, path: Path) -> None:
+    """Warm starts of (a)-(d) (left) and the herd's grants per renewal (right), as SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "botcity-ms365",
+                         "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False})
+    warm, crowd = results["warm"], results.get("herd")
+    fig, axes = plt.subplots(1, 2 if crowd else 1, figsize=(10 if crowd else 5, 3.8),
+                             squeeze=False)
+    left = axes[0][0]
+    samples = [[t * 1000 for t in warm["samples_s"][name]] for name in NAMES]
+    left.boxplot(samples, whis=(10, 90), showfliers=False, widths=0.5,
+                 medianprops={"color": "black"})
+    jitter = random.Random(1)
+    for k, values in enumerate(samples, start=1):
+        left.scatter([k + jitter.uniform(-0.18, 0.18) for _ in values], values, s=6,
+                     alpha=0.45, color="tab:blue", linewidths=0)
+    short = {"a": "bare O365\nfile", "b": "plugin\nfile store", "c": "plugin\nMaestro store",
+             "d": "by hand: O365\n+ Maestro SDK"}
+    left.set_xticks(range(1, len(NAMES) + 1),
+                    [f"({key}) {short[key]}" for key in NAMES], fontsize=7.5)
+    left.set_ylabel("process start to first Graph call (ms)")
+    left.set_title(f"Warm start, {warm['runs']} interleaved runs each\n"
+                   "(box: median, quartiles; whiskers: 10th-90th percentile)", fontsize=9)
+    if crowd:
+        right = axes[0][1]
+        styles = {(True, "in_run"): ("tab:green", "during a run, coordinated"),
+                  (False, "in_run"): ("tab:red", "during a run, COORDINATE_REFRESH=0"),
+                  (True, "cold_starts"): ("tab:green", "start on an expired token, coordinated"),
+                  (False, "cold_starts"): ("tab:red", "start on an expired token, =0")}
+        field = {"in_run": "grants_per_renewal", "cold_starts": "mean_grants_per_start"}
+        sizes = sorted({r["bots"] for r in crowd["in_run"]})
+        right.plot(sizes, sizes, color="0.6", linestyle=":", linewidth=1,
+                   label="one grant per bot")
+        for (coordinated, kind), (color, label) in styles.items():
+            rows = [r for r in crowd[kind] if r["coordinated"] == coordinated]
+            look = ({"linewidth": 4, "alpha": 0.4, "marker": "o", "markersize": 8}
+                    if kind == "in_run" else
+                    {"linewidth": 1.2, "linestyle": "--", "marker": "s", "markersize": 5,
+                     "markerfacecolor": "white"})
+            right.plot([r["bots"] for r in rows], [r[field[kind]] for r in rows], color=color,
+                       label=label, **look)
+        right.set_xscale("log", base=2)
+        right.set_yscale("log", base=2)
+        right.set_xticks(sizes, [str(n) for n in sizes])
+        ticks = [1, 2, 4, 8, 16, 32]
+        right.set_yticks(ticks, [str(n) for n in ticks])
+        right.minorticks_off()
+        right.set_xlabel("bots on one credential")
+        right.set_ylabel("token grants per expiry")
+        right.set_title("Refresh-token grants per expiry: during a run (grants / one bot's;\n"
+                        f"{crowd['lifetime_s']} s tokens), at a start (mean of "
+                        f"{crowd['cold_starts'][0]['starts']} starts together)", fontsize=9)
+        right.legend(fontsize=7.5, frameon=False, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
 
 
 def as_installed() -> None:
@@ -215,48 +350,84 @@ def as_installed() -> None:
     compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--json", default=str(HERE / "results" / "costs.json"))
-    args = parser.parse_args()
-    started = time.monotonic()
-    as_installed()
-    warm = warm_starts(args.runs)
-    imports = import_cost()
-    scaled = scale()
-
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
-          f"Python {platform.python_version()}; sandbox on 127.0.0.1; bytecode compiled "
+def report(results: dict, runs: int) -> None:
+    warm, imports, crowd = results["warm"], results["imports"], results.get("herd")
+    print(f"machine: {results['machine']}; sandbox on 127.0.0.1; bytecode compiled "
           "(as a pip install leaves it)\n")
-    print(f"1. warm start to the first Graph call ({args.runs} runs each, interleaved)")
-    names = {"a": "bare O365, file", "b": "plugin, file store", "c": "plugin, Maestro store"}
-    for key, label in names.items():
+    print(f"1. warm start to the first Graph call ({runs} runs each, interleaved)")
+    for key, label in NAMES.items():
         t = warm["times"][key]
-        print(f"   ({key}) {label:<22} median {t['median_s'] * 1000:7.1f} ms   "
+        print(f"   ({key}) {label:<26} median {t['median_s'] * 1000:7.1f} ms   "
               f"p10-p90 {t['p10_s'] * 1000:6.1f}-{t['p90_s'] * 1000:6.1f} ms")
-    print(f"   ratio b/a {warm['ratio_b_a']:.3f}   c/a {warm['ratio_c_a']:.3f}")
-    print("2. requests per warm start")
-    for key in "bc":
+    print(f"   ratio b/a {warm['ratio_b_a']:.3f}   c/a {warm['ratio_c_a']:.3f}   "
+          f"d/a {warm['ratio_d_a']:.3f}   c/d {warm['ratio_c_d']:.3f}")
+    print("2. requests per warm start (the same in every run: "
+          f"{all(warm['same_requests_every_run'].values())})")
+    for key in NAMES:
         print(f"   ({key}) {warm['requests_per_warm_start'][key]}")
-    print("3. requests per refresh")
+    print("3. requests per renewal")
     for key, value in warm["requests_per_refresh"].items():
-        print(f"   {key:<22} {value}")
+        print(f"   {key:<26} {value}")
     print(f"4. import: plugin's own modules {imports['plugin_own_modules_ms']:.1f} ms; "
           f"whole plugin import {imports['plugin_total_ms']:.0f} ms; import O365 "
           f"{imports['import_O365_ms']:.0f} ms")
-    print("5. scale: bots sharing one credential through one expiry (12 s token, then 6 s)")
-    for row in scaled:
-        print(f"   {row['bots']:>2} bots: {row['succeeded']}/{row['bots']} ok, "
-              f"{row['token_requests']} token requests ({row['refresh_grants']} refresh; per "
-              f"token renewed {row['grants_per_token_renewed']}), "
-              f"{row['maestro_credential_requests']} Maestro credential requests, "
-              f"{row['wall_seconds']} s")
-    elapsed = time.monotonic() - started
-    print(f"\n(benchmark took {elapsed:.0f} s)")
+    if not crowd:
+        return
+    print(f"5. bots on one credential ({crowd['lifetime_s']} s tokens, the first "
+          f"{2 * crowd['lifetime_s']} s; {crowd['expiries']} expiries)")
+    print(f"   {'bots':>4} {'coord':>5} {'ok':>5} {'grants per token renewed':<44} "
+          f"{'grants':>6} {'per renewal':>11} {'maestro req':>11} {'wall s':>6}")
+    for r in crowd["in_run"]:
+        print(f"   {r['bots']:>4} {'yes' if r['coordinated'] else 'no':>5} "
+              f"{r['succeeded']:>2}/{r['bots']:<2} {str(r['grants_per_token_renewed']):<44.44} "
+              f"{r['token_requests']:>6} {r['grants_per_renewal']:>11} "
+              f"{r['maestro_credential_requests']:>11} {r['wall_seconds']:>6}")
+    print("   starting together on an expired token:")
+    print(f"   {'bots':>4} {'coord':>5} {'all ok':>6} {'grants per start':<24} {'mean':>5} "
+          f"{'maestro reads':>13} {'writes':>6}")
+    for c in crowd["cold_starts"]:
+        print(f"   {c['bots']:>4} {'yes' if c['coordinated'] else 'no':>5} "
+              f"{c['starts_all_ok']:>2}/{c['starts']:<3} {str(c['grants_per_start']):<24} "
+              f"{c['mean_grants_per_start']:>5} {c['maestro_reads']:>13} "
+              f"{c['maestro_writes']:>6}")
+    for r in crowd["in_run"]:
+        for tail in r["failure_tails"]:
+            print(f"-- a failed bot ({r['bots']} bots), its last output:\n{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="warm starts per contestant")
+    parser.add_argument("--json", default=str(HERE / "results" / "costs.json"))
+    parser.add_argument("--svg", default=str(REPO / "docs" / "images" / "costs.svg"))
+    parser.add_argument("--no-svg", action="store_true", help="no picture (no matplotlib)")
+    parser.add_argument("--no-herd", action="store_true", help="skip 5. (several minutes)")
+    parser.add_argument("--bots", default="1,4,16,32", help="herd sizes, comma-separated")
+    parser.add_argument("--expiries", type=int, default=3, help="expiries in each herd run")
+    parser.add_argument("--starts", type=int, default=5,
+                        help="starts together on an expired token, per herd size")
+    parser.add_argument("--replot", metavar="JSON", help="only draw the picture from a result")
+    args = parser.parse_args()
+    if args.replot:
+        picture(json.loads(Path(args.replot).read_text()), Path(args.svg))
+        return 0
+    started = time.monotonic()
+    as_installed()
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+                   f"Python {platform.python_version()}",
+        "warm": warm_starts(args.runs), "imports": import_cost()}
+    if not args.no_herd:
+        results["herd"] = herd([int(n) for n in args.bots.split(",")], args.expiries,
+                               args.starts)
+    results["seconds"] = round(time.monotonic() - started)
+    report(results, args.runs)
+    print(f"\n(benchmark took {results['seconds']} s)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"warm": warm, "imports": imports, "scale": scaled,
-                                           "seconds": elapsed}, indent=2))
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_svg:
+        picture(results, Path(args.svg))
+        print(f"picture: {args.svg} ({Path(args.svg).stat().st_size // 1024} KB)")
     return 0
 
 

@@ -218,6 +218,7 @@ def test_the_store_in_use_is_logged_once_at_info_without_secrets(sandbox, maestr
     info = [r.getMessage() for r in caplog.records
             if r.levelno == logging.INFO and "token in" in r.getMessage()
             and r.name.startswith("botcity.plugins")]
-    assert info == [f"Microsoft 365 app credentials from Maestro credential '{LABEL}'; token "
-                    f"in Maestro credential '{LABEL}' key 'token' at {sandbox.maestro_url}"]
+    assert info == [f"Microsoft 365 app credentials (client secret) from Maestro credential "
+                    f"'{LABEL}'; token in Maestro credential '{LABEL}' key 'token' at "
+                    f"{sandbox.maestro_url}"]
     assert sandbox.app.secret not in info[0]

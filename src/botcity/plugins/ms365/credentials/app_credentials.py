@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._maestro import MaestroVault
-from .certificates import ClientCertificate, load_certificate
 from .errors import ConfigurationError
 from .settings import (
     ENV_CLIENT_CERTIFICATE,
@@ -28,6 +27,9 @@ from .settings import (
     ENV_CLIENT_SECRET,
     ENV_TENANT_ID,
 )
+
+if TYPE_CHECKING:  # imported when a certificate is used: most bots have a secret
+    from .certificates import ClientCertificate
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class _Found:
                 f"{lack} is missing. Set the client id and one credential ({secret_name} is "
                 "the secret's Value from the Azure portal, not its ID).")
         if self.certificate:
+            from .certificates import load_certificate
+
             cert = load_certificate(self.certificate, where=self.where,
                                     thumbprint=self.thumbprint, password=self.password)
             return AppCredentials(self.client_id, "", tenant, source, cert)

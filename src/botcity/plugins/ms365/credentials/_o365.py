@@ -486,7 +486,9 @@ class PluginConnection(Connection):
     def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
         """Run an msal call; when the identity platform kept failing past the retry
         budget, raise ServiceUnavailable. After a failure the msal client is built anew:
-        msal remembers failed requests (a 400 for a minute) and would answer from that."""
+        msal remembers failed requests (a 400 for a minute) and would answer from that;
+        when it was built on saved discovery answers that turn out out of date, the call
+        is made once more (see :meth:`_discovery_changed`)."""
         client = self.msal_client
         transport = self._transports.get(id(client))
         try:
@@ -511,8 +513,9 @@ class PluginConnection(Connection):
                 "the machine's proxy.") from None
         if isinstance(result, dict) and "error" in result:
             self._msal_client = None
-            if self._discovery_changed(transport):
-                return self._call(doing, call)
+        if (isinstance(result, dict) and "access_token" not in result
+                and self._discovery_changed(transport)):
+            return self._call(doing, call)
         gave_up = transport.gave_up if transport is not None else None
         if gave_up and (not result or "access_token" not in result):
             raise ServiceUnavailable(

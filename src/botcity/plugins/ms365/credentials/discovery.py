@@ -19,7 +19,9 @@ Rules:
   msal fetches, and the answer fetched is kept for the next save. A kept answer never
   stops a renewal, and a token is never refused for its ``discovery`` entry;
 - only what ``_o365.py`` hands over is kept (GET answers of discovery URLs: never a token
-  request, its data or its answer), at most :data:`MAX_BYTES` in all.
+  request, its data or its answer), and of those only the ones this process used or
+  fetched (an answer for another authority is dropped at the next save), at most
+  :data:`MAX_BYTES` in all.
 
 Nothing here does I/O; every method that needs the time takes ``now``.
 """
@@ -83,6 +85,8 @@ class Discovery:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        #: The URLs whose answers msal was given or fetched: the ones saved.
+        self._used: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Discovery({len(self._answers)} answers)"
@@ -103,11 +107,12 @@ class Discovery:
 
     def entry(self) -> dict[str, Any]:
         """What goes into the stored ``botcity`` entry: ``{"discovery": ...}`` (the newest
-        answers within :data:`MAX_BYTES`), or nothing when none is held."""
+        answers used, within :data:`MAX_BYTES`), or nothing when none was used."""
         kept: dict[str, Any] = {}
         size = 0
         with self._lock:
-            newest_first = sorted(self._answers.items(), key=lambda item: -item[1][0])
+            newest_first = sorted(((url, answer) for url, answer in self._answers.items()
+                                   if url in self._used), key=lambda item: -item[1][0])
         for url, (at, document) in newest_first:
             size += len(url) + len(_compact(document))
             if size > MAX_BYTES:
@@ -120,8 +125,9 @@ class Discovery:
         """The kept answer of ``url`` as msal would have received it (None: none usable)."""
         with self._lock:
             at, document = self._answers.get(url, (0, None))
-        if document is None or not _fresh(at, now):
-            return None
+            if document is None or not _fresh(at, now):
+                return None
+            self._used.add(url)
         return json.dumps(document)
 
     def learn(self, url: str, text: str, now: float) -> bool:
@@ -129,13 +135,15 @@ class Discovery:
         try:
             document = json.loads(text)
         except (ValueError, RecursionError):
-            return False
+            document = None
         if not acceptable(url, document):
             log.debug("Not keeping the discovery answer of %s (not a small JSON object with "
                       "endpoints on its host)", urlsplit(url).netloc)
+            self.forget([url])
             return False
         with self._lock:
             self._answers[url] = (int(now), document)
+            self._used.add(url)
         return True
 
     def document(self, url: str) -> dict[str, Any] | None:
@@ -147,3 +155,4 @@ class Discovery:
         with self._lock:
             for url in urls:
                 self._answers.pop(url, None)
+                self._used.discard(url)

@@ -13,8 +13,8 @@ and msal gets them from there (``_o365.py`` says which of msal's requests they a
 Rules:
 
 - an answer serves only the very URL it came from (host, port, tenant and query), for
-  :data:`LIFETIME` seconds, and only when it is a JSON object whose endpoints are on that
-  URL's host;
+  :data:`LIFETIME` seconds, and only when it is a JSON object whose sign-in and token
+  endpoints are on that URL's host;
 - anything else (missing, old, malformed, too big, another host or tenant) is ignored:
   msal fetches, and the answer fetched is kept for the next save. A kept answer never
   stops a renewal, and a token is never refused for its ``discovery`` entry;
@@ -44,6 +44,10 @@ LIFETIME = 86_400
 #: The most the kept answers may weigh, as compact JSON (Azure AD's OpenID configuration
 #: is about 1.7 KB, its instance metadata about 1 KB).
 MAX_BYTES = 6_144
+#: The endpoints of a discovery answer that a person, a code or a token is sent to (the
+#: OpenID configuration's, and where the instance metadata says it is).
+_SENT_TO = frozenset({"authorization_endpoint", "token_endpoint",
+                      "device_authorization_endpoint", "tenant_discovery_endpoint"})
 #: Fields no discovery answer has: a document that holds one is not kept.
 _SECRET_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret",
                             "code", "device_code", "password", "assertion"})
@@ -60,15 +64,16 @@ def _fresh(at: object, now: float) -> bool:
 
 
 def _endpoints_on(document: dict[str, Any], url: str) -> bool:
-    """Whether every ``*_endpoint`` of ``document`` is an https URL on ``url``'s host."""
+    """Whether the endpoints of ``document`` that a person, a code or a token is sent to
+    are https URLs on ``url``'s host (Azure AD's ``userinfo_endpoint`` is Graph's)."""
     where = urlsplit(url).netloc.lower()
-    for name, value in document.items():
-        if name.endswith("_endpoint"):
-            if not isinstance(value, str):
-                return False
-            parts = urlsplit(value)
-            if parts.scheme != "https" or parts.netloc.lower() != where:
-                return False
+    for name in _SENT_TO & document.keys():
+        value = document[name]
+        if not isinstance(value, str):
+            return False
+        parts = urlsplit(value)
+        if parts.scheme != "https" or parts.netloc.lower() != where:
+            return False
     return True
 
 

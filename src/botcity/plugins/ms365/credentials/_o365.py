@@ -265,12 +265,26 @@ class PluginConnection(Connection):
 
     def build_msal_client(self, client_type: str, saved_discovery: bool = True) -> Any:
         """A new msal app. msal's constructor gets the authority's OpenID configuration:
-        saved with the token (``saved_discovery``), or fetched. When fetching fails, the
-        plugin's exception says whether it is the tenant (a setting) or the service (try
-        later); when msal cannot build on the saved answers, they are fetched."""
+        saved with the token (``saved_discovery``), or fetched. When msal cannot build on
+        the saved answers, they are fetched."""
         transport = MsalTransport(self.discovery, serve=saved_discovery,
                                   clock=self.token_backend.clock, budget=self.retry_budget,
                                   timeout=self.timeout)
+        try:
+            client = self._msal_app(client_type, transport)
+        except MS365CredentialsError:
+            if not transport.served or self.discovery is None:
+                raise
+            log.info("msal could not use the discovery answers saved with the token; "
+                     "fetching them")
+            self.discovery.forget(transport.served)
+            return self.build_msal_client(client_type, saved_discovery=False)
+        self._transports[id(client)] = transport
+        return client
+
+    def _msal_app(self, client_type: str, transport: MsalTransport) -> Any:
+        """msal's app on ``transport``. When its discovery fails, the plugin's exception
+        says whether it is the tenant (a setting) or the service (try later)."""
         transport.verify = self.verify_ssl
         transport.proxies = self.proxy
         options: dict[str, Any] = {
@@ -283,29 +297,17 @@ class PluginConnection(Connection):
             else False,
         }
         try:
-            try:
-                if client_type == "public":
-                    client = PublicClientApplication(**options)
-                else:
-                    client = ConfidentialClientApplication(client_credential=self.auth[1],
-                                                           **options)
-            except ValueError:  # msal: discovery answered 4xx, or not JSON
-                raise self._discovery_failed(transport) from None
-            except (*_OUTAGES, KeyError) as exc:  # 5xx, unreachable, no endpoints
-                raise ServiceUnavailable(
-                    f"Microsoft's identity platform at {self.authority_host} did not answer "
-                    f"its OpenID configuration for tenant '{self.tenant_id}' "
-                    f"({transport.gave_up or type(exc).__name__}): an outage or a network "
-                    "problem. Try again later.") from None
-        except MS365CredentialsError:
-            if not transport.served or self.discovery is None:
-                raise
-            log.info("msal could not use the discovery answers saved with the token; "
-                     "fetching them")
-            self.discovery.forget(transport.served)
-            return self.build_msal_client(client_type, saved_discovery=False)
-        self._transports[id(client)] = transport
-        return client
+            if client_type == "public":
+                return PublicClientApplication(**options)
+            return ConfidentialClientApplication(client_credential=self.auth[1], **options)
+        except ValueError:  # msal: discovery answered 4xx, or not JSON
+            raise self._discovery_failed(transport) from None
+        except (*_OUTAGES, KeyError) as exc:  # 5xx, unreachable, a document without endpoints
+            raise ServiceUnavailable(
+                f"Microsoft's identity platform at {self.authority_host} did not answer its "
+                f"OpenID configuration for tenant '{self.tenant_id}' "
+                f"({transport.gave_up or type(exc).__name__}): an outage or a network "
+                "problem. Try again later.") from None
 
     def _discovery_changed(self, transport: MsalTransport | None) -> bool:
         """After a failed call of an msal client built on saved discovery answers: fetch

@@ -3,6 +3,7 @@ helper that runs a bot as its own process (as a developer or a Runner does)."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -135,3 +136,13 @@ def consent_answerer(sandbox: Sandbox) -> Callable[[str], str | None]:
 def script(path: Path, source: str) -> list[str]:
     path.write_text(source)
     return [sys.executable, str(path)]
+
+
+def with_discovery(text: str, entry: object = None) -> str:
+    """A stored token whose saved discovery answers (``botcity.discovery``) are replaced by
+    ``entry``, or removed (None)."""
+    data = json.loads(text)
+    data["botcity"].pop("discovery", None)
+    if entry is not None:
+        data["botcity"]["discovery"] = entry
+    return json.dumps(data, separators=(",", ":"))

@@ -21,7 +21,7 @@ from botcity.plugins.ms365.credentials import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, run_process
+from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, run_process, with_discovery
 
 LABEL = "ms365"
 SCRIPT = str(Path(sys.executable).with_name("botcity-ms365"))
@@ -388,6 +388,9 @@ def test_a_failing_discovery_during_a_refresh_is_one_of_the_plugins_errors(sandb
                                                                          monkeypatch):
     authorized(sandbox, maestro)
     sandbox.force_expiry()
+    # without the discovery answers saved with the token, the refresh has to fetch them
+    sandbox.maestro.put_secret(LABEL, "token",
+                               with_discovery(sandbox.maestro.secret(LABEL, "token")))
     monkeypatch.setenv("MS365_RETRY_SECONDS", "1")
     sandbox.identity.fail_next(503, path_contains="openid-configuration", times=50)
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)

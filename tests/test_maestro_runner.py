@@ -75,6 +75,8 @@ def test_after_expiry_exactly_one_refresh_and_the_rotated_token_is_written_back(
     assert task.finish_status == "SUCCESS"
     assert len(sandbox.token_requests("refresh_token")) == 1
     assert len(sandbox.token_requests()) == 1
+    assert len(sandbox.requests("identity")) == 1, (
+        "the token request only: msal's discovery answers came with the token")
     after = json.loads(sandbox.maestro.secret(LABEL, "token"))
     old_rt = {e["secret"] for e in before["RefreshToken"].values()}
     new_rt = {e["secret"] for e in after["RefreshToken"].values()}

@@ -142,6 +142,12 @@ def test_no_secret_in_logs_repr_or_errors(sandbox, maestro, every_log):
     assert len(secrets) >= 10
     leaks = [(s[:6] + "...", t[:120]) for t in texts for s in secrets if s in t]
     assert leaks == []
+    # msal's discovery answers saved with the token: GET answers only, after token
+    # requests that failed in every way msal's own HTTP cache remembers (400, 429, 5xx)
+    saved = json.loads(sandbox.maestro.secret(LABEL, "token"))["botcity"]["discovery"]
+    assert [url.rsplit("/", 2)[-2:] for url in saved] == [
+        [".well-known", "openid-configuration"]]
+    assert [s[:6] for s in secrets if s in json.dumps(saved)] == []
 
 
 def test_o365s_bearer_header_log_is_redacted(sandbox, every_log):

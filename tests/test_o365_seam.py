@@ -4,6 +4,7 @@ fail loudly, naming the piece, when a new O365 or msal release moves one of them
 from __future__ import annotations
 
 import inspect
+import json
 from importlib.metadata import version
 
 import msal
@@ -12,7 +13,12 @@ from O365.connection import Connection, MSGraphProtocol
 from O365.utils.token import BaseTokenBackend
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials._o365 import PluginConnection, graph_protocol
+from botcity.plugins.ms365.credentials._o365 import (
+    MsalTransport,
+    PluginConnection,
+    discovery_url,
+    graph_protocol,
+)
 
 
 def test_o365_version_is_the_one_we_support():
@@ -114,3 +120,69 @@ def test_msal_takes_the_time_and_the_sign_in_options_we_pass():
         msal.PublicClientApplication.initiate_device_flow).parameters
     # msal drops access tokens it finds expired while searching: our clock must be the one
     assert "expires_on" in inspect.getsource(msal.TokenCache.search)
+
+
+def test_msal_still_asks_the_discovery_the_plugin_answers_from_the_store():
+    """_o365.MsalTransport answers msal's discovery GETs (those discovery_url names) from
+    the answers saved with the token. msal must still ask them through the get() of the
+    http_client it is given, at these URLs, and read the answer's status_code and text."""
+    authority = "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+
+    class Answer:
+        def __init__(self, body: dict) -> None:
+            self.status_code, self.text, self.headers = 200, json.dumps(body), {}
+
+    class Recorder:  # msal's documented http_client interface
+        def __init__(self) -> None:
+            self.asked: list[str | None] = []
+
+        def get(self, url, params=None, headers=None, **kwargs):
+            self.asked.append(discovery_url(url, params))
+            if url.endswith("/openid-configuration"):
+                return Answer({"issuer": f"{authority}/v2.0",
+                               "authorization_endpoint": f"{authority}/oauth2/v2.0/authorize",
+                               "token_endpoint": f"{authority}/oauth2/v2.0/token"})
+            return Answer({"api-version": "1.1", "metadata": [{
+                "preferred_network": "login.microsoftonline.com",
+                "preferred_cache": "login.windows.net",
+                "aliases": ["login.microsoftonline.com", "login.windows.net"]}]})
+
+        def post(self, *args, **kwargs):
+            raise AssertionError("msal made a request that is not discovery")
+
+        def close(self) -> None:
+            pass
+
+    recorder = Recorder()
+    app = msal.ConfidentialClientApplication("id", client_credential="s", authority=authority,
+                                             http_client=recorder)
+    assert recorder.asked == [f"{authority}/v2.0/.well-known/openid-configuration"], (
+        "msal's OpenID configuration request moved (msal/authority.py Authority)")
+    assert app.get_accounts() == []  # none under this host: msal asks for its other names
+    assert len(recorder.asked) == 2 and str(recorder.asked[1]).startswith(
+        "https://login.microsoftonline.com/common/discovery/instance?"), (
+        "msal's instance metadata request moved "
+        "(msal/application.py ClientApplication._get_instance_metadata)")
+
+
+def test_msal_internals_of_the_discovery_seam_are_still_there():
+    from msal import authority, throttled_http_client
+
+    assert authority._get_instance_discovery_endpoint("login.microsoftonline.com") == (
+        "https://login.microsoftonline.com/common/discovery/instance"), (
+        "msal.authority._get_instance_discovery_endpoint moved")
+    assert callable(getattr(msal.ClientApplication, "_get_instance_metadata", None)), (
+        "ClientApplication._get_instance_metadata is gone")
+    assert "/.well-known/openid-configuration" in inspect.getsource(
+        authority.Authority._initialize_entra_authority), (
+        "Authority._initialize_entra_authority no longer builds the OpenID configuration URL")
+    # msal wraps our client and reaches it through get(); it keeps only these of the answer
+    assert "self.http_client.get(" in inspect.getsource(
+        throttled_http_client.ThrottledHttpClientBase.get), (
+        "ThrottledHttpClientBase.get no longer calls the given http_client's get()")
+    source = inspect.getsource(throttled_http_client.NormalizedResponse.__init__)
+    assert all(f"raw_response.{name}" in source for name in ("status_code", "text")), (
+        "NormalizedResponse reads other fields of an answer")
+    # requests' Session.get goes through request(), which MsalTransport overrides
+    assert "self.request(" in inspect.getsource(MsalTransport.get)
+    assert "http_client" in inspect.signature(msal.ClientApplication.__init__).parameters

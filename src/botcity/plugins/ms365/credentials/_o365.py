@@ -20,6 +20,12 @@ What it changes, and why:
   discovery that fails becomes :class:`ConfigurationError` (no such tenant) or
   :class:`ServiceUnavailable` (an outage, a proxy's page), never msal's ``ValueError`` or
   ``MsalServiceError``;
+- msal's discovery: its HTTP client (:class:`MsalTransport`, given as msal's documented
+  ``http_client``) answers msal's discovery requests (:func:`discovery_url`) from the
+  answers saved with the token (``discovery.py``), and keeps those it fetches, so that a
+  renewal in a new process costs only its token request. Answers that do not do (msal
+  cannot build on them, or a token request fails and Microsoft's current ones differ)
+  are fetched again, as msal would have;
 - signing in: :class:`CodeSignIn` and :class:`DeviceCodeSignIn` keep msal's flow and
   client together; a sign-in replaces the stored account (a token holds one account);
 - logging: ``O365.connection`` logs ``Authorization: Bearer <token>`` at DEBUG; a filter
@@ -30,6 +36,7 @@ What it changes, and why:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -37,7 +44,7 @@ import time
 import warnings
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from msal import ConfidentialClientApplication, PublicClientApplication
@@ -52,7 +59,9 @@ from O365.connection import (
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ._clock import Clock
 from ._transport import DEFAULT_BUDGET, RetryingSession
+from .discovery import Discovery
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -128,6 +137,74 @@ def graph_protocol(graph_url: str) -> MSGraphProtocol:
     return GraphProtocol()
 
 
+# -- msal's discovery requests -----------------------------------------------------------
+#: What msal asks before its first token request (msal/authority.py: ``Authority`` fetches
+#: ``<authority>/v2.0/.well-known/openid-configuration``; on Microsoft's clouds,
+#: ``_get_instance_discovery_endpoint`` and ``ClientApplication._get_instance_metadata``
+#: fetch ``https://<host>/common/discovery/instance`` with query parameters).
+_OPENID_CONFIGURATION = "/v2.0/.well-known/openid-configuration"
+_INSTANCE_METADATA = "/common/discovery/instance"
+
+
+def discovery_url(url: str, params: object = None) -> str | None:
+    """The URL (query included) of a GET that is one of msal's discovery requests, whose
+    answer may be saved with the token; None for any other request."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or parts.query:
+        return None
+    if parts.path.endswith(_OPENID_CONFIGURATION) and not params:
+        return url
+    if parts.path == _INSTANCE_METADATA and isinstance(params, dict) and params:
+        return f"{url}?{urlencode(sorted((str(k), str(v)) for k, v in params.items()))}"
+    return None
+
+
+def _saved_answer(url: str, text: str) -> requests.Response:
+    """A discovery answer saved with the token, as msal reads an HTTP answer
+    (``status_code``, ``text``, ``headers``)."""
+    response = requests.Response()
+    response.status_code = 200
+    response.url = url
+    response.encoding = "utf-8"
+    response.headers["Content-Type"] = "application/json"
+    response._content = text.encode("utf-8")
+    return response
+
+
+class MsalTransport(RetryingSession):
+    """msal's HTTP client (msal's ``http_client`` parameter). msal's discovery requests
+    are answered from ``discovery`` when ``serve`` and it holds a usable answer (what was
+    answered so is in ``served``); an answer fetched is kept there. Any other request is
+    the :class:`RetryingSession`'s."""
+
+    def __init__(self, discovery: Discovery | None, *, serve: bool, clock: Clock,
+                 budget: float, timeout: float) -> None:
+        super().__init__(budget, timeout=timeout, clock=clock)
+        self.discovery = discovery
+        self.serve = serve
+        #: URL -> the saved answer msal was given instead of fetching it.
+        self.served: dict[str, str] = {}
+
+    def request(self, method: str | bytes, url: str | bytes,
+                *args: Any, **kwargs: Any) -> requests.Response:
+        discovery = self.discovery
+        is_get = str(method).upper() == "GET" and not args  # msal passes params by name
+        key = discovery_url(str(url), kwargs.get("params")) if is_get else None
+        if discovery is None or key is None:
+            return super().request(method, url, *args, **kwargs)
+        now = self.clock.now()
+        saved = discovery.answer(key, now) if self.serve else None
+        if saved is not None:
+            log.debug("msal's discovery answered from the token's store (%s)",
+                      urlsplit(key).path)
+            self.served[key] = saved
+            return _saved_answer(str(url), saved)
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code == 200:
+            discovery.learn(key, response.text, now)
+        return response
+
+
 #: msal's failures that mean "the identity platform did not answer as it should".
 _OUTAGES = (requests.RequestException, MsalServiceError)
 #: msal's failures on an answer it cannot read (a proxy's page, a malformed id token).
@@ -164,7 +241,9 @@ class PluginConnection(Connection):
         self._built_for: str | None = None
         #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
         self.retry_budget = retry_budget
-        self._transports: dict[int, RetryingSession] = {}
+        self._transports: dict[int, MsalTransport] = {}
+        #: msal's discovery answers, saved with the token (see ``discovery.py``).
+        self.discovery: Discovery | None = getattr(self.token_backend, "discovery", None)
         self._renewing = threading.RLock()
         # claims on an expired token last as long as this bot may be kept retrying
         self.token_backend.renewer.claim_seconds = min(LONGEST_CLAIM - 10, retry_budget + 10)
@@ -193,11 +272,28 @@ class PluginConnection(Connection):
     def _client_type(self) -> str:
         return str(getattr(self.token_backend, "client_type", "confidential"))
 
-    def build_msal_client(self, client_type: str) -> Any:
-        """A new msal app. msal's constructor fetches the authority's OpenID configuration;
-        when that fails, the plugin's exception says whether it is the tenant (a setting)
-        or the service (try later)."""
-        transport = RetryingSession(self.retry_budget, timeout=self.timeout)
+    def build_msal_client(self, client_type: str, saved_discovery: bool = True) -> Any:
+        """A new msal app. msal's constructor gets the authority's OpenID configuration:
+        saved with the token (``saved_discovery``), or fetched. When msal cannot build on
+        the saved answers, they are fetched."""
+        transport = MsalTransport(self.discovery, serve=saved_discovery,
+                                  clock=self.token_backend.clock, budget=self.retry_budget,
+                                  timeout=self.timeout)
+        try:
+            client = self._msal_app(client_type, transport)
+        except MS365CredentialsError:
+            if not transport.served or self.discovery is None:
+                raise
+            log.info("msal could not use the discovery answers saved with the token; "
+                     "fetching them")
+            self.discovery.forget(transport.served)
+            return self.build_msal_client(client_type, saved_discovery=False)
+        self._transports[id(client)] = transport
+        return client
+
+    def _msal_app(self, client_type: str, transport: MsalTransport) -> Any:
+        """msal's app on ``transport``. When its discovery fails, the plugin's exception
+        says whether it is the tenant (a setting) or the service (try later)."""
         transport.verify = self.verify_ssl
         transport.proxies = self.proxy
         options: dict[str, Any] = {
@@ -211,10 +307,8 @@ class PluginConnection(Connection):
         }
         try:
             if client_type == "public":
-                client = PublicClientApplication(**options)
-            else:
-                client = ConfidentialClientApplication(client_credential=self.auth[1],
-                                                       **options)
+                return PublicClientApplication(**options)
+            return ConfidentialClientApplication(client_credential=self.auth[1], **options)
         except ValueError:  # msal: discovery answered 4xx, or not JSON
             raise self._discovery_failed(transport) from None
         except (*_OUTAGES, KeyError) as exc:  # 5xx, unreachable, a document without endpoints
@@ -223,8 +317,29 @@ class PluginConnection(Connection):
                 f"OpenID configuration for tenant '{self.tenant_id}' "
                 f"({transport.gave_up or type(exc).__name__}): an outage or a network "
                 "problem. Try again later.") from None
-        self._transports[id(client)] = transport
-        return client
+
+    def _discovery_changed(self, transport: MsalTransport | None) -> bool:
+        """After a failed call of an msal client built on saved discovery answers: fetch
+        them anew, as msal would have (and build the next client on them). True when
+        Microsoft's answers differ from the saved ones: the call deserves another try.
+        Not after an outage (the transport gave up): its answers are Microsoft's."""
+        if (transport is None or not transport.served or transport.gave_up
+                or self.discovery is None):
+            return False
+        served = dict(transport.served)
+        self.discovery.forget(served)
+        client_type = self._client_type()
+        try:
+            self._msal_client = self.build_msal_client(client_type, saved_discovery=False)
+        except MS365CredentialsError:
+            return False
+        self._built_for = client_type
+        if all(self.discovery.document(url) == json.loads(text)
+               for url, text in served.items()):
+            return False
+        log.info("The discovery answers saved with the token were out of date; trying "
+                 "again with Microsoft's current ones")
+        return True
 
     def _discovery_failed(self, transport: RetryingSession) -> MS365CredentialsError:
         status, code = transport.last_get or (0, None)
@@ -382,13 +497,17 @@ class PluginConnection(Connection):
     def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
         """Run an msal call; when the identity platform kept failing past the retry
         budget, raise ServiceUnavailable. After a failure the msal client is built anew:
-        msal remembers failed requests (a 400 for a minute) and would answer from that."""
+        msal remembers failed requests (a 400 for a minute) and would answer from that;
+        when it was built on saved discovery answers that turn out out of date, the call
+        is made once more (see :meth:`_discovery_changed`)."""
         client = self.msal_client
         transport = self._transports.get(id(client))
         try:
             result = call(client)
         except _OUTAGES as exc:
             self._msal_client = None
+            if self._discovery_changed(transport):
+                return self._call(doing, call)
             what = (transport.gave_up if transport is not None and transport.gave_up
                     else type(exc).__name__)
             raise ServiceUnavailable(
@@ -397,12 +516,17 @@ class PluginConnection(Connection):
                 "Try again later.") from None
         except _ODD_ANSWERS as exc:
             self._msal_client = None
+            if self._discovery_changed(transport):
+                return self._call(doing, call)
             raise ServiceUnavailable(
                 f"Microsoft's identity platform answered something msal cannot read while "
                 f"{doing} ({type(exc).__name__}: a proxy's page?). Try again later, or check "
                 "the machine's proxy.") from None
         if isinstance(result, dict) and "error" in result:
             self._msal_client = None
+        if (isinstance(result, dict) and "access_token" not in result
+                and self._discovery_changed(transport)):
+            return self._call(doing, call)
         gave_up = transport.gave_up if transport is not None else None
         if gave_up and (not result or "access_token" not in result):
             raise ServiceUnavailable(
@@ -495,7 +619,7 @@ class CodeSignIn:
                  claims: str | None = None) -> None:
         self._account = account
         con = account.con
-        self._client = con.build_msal_client("confidential")
+        self._client = con.build_msal_client("confidential", saved_discovery=False)
         self.redirect_uri = redirect_uri or con.oauth_redirect_url
         with warnings.catch_warnings():
             # msal recommends response_mode=form_post, which a pasted address cannot carry
@@ -538,7 +662,7 @@ class DeviceCodeSignIn:
     def __init__(self, account: Account, permissions: frozenset[str], *,
                  claims: str | None = None) -> None:
         self._account = account
-        self._client = account.con.build_msal_client("public")
+        self._client = account.con.build_msal_client("public", saved_discovery=False)
         flow = self._client.initiate_device_flow(
             scopes=graph_scopes(account, permissions), claims_challenge=claims)
         if "user_code" not in flow:
@@ -582,7 +706,7 @@ def redeem_refresh_token(account: Account, refresh_token: str, permissions: froz
                          ) -> str:
     """Turn a bare refresh token (an O365 1.x token file) into a full token in the
     account's store's memory (the caller writes it); return the username."""
-    client = account.con.build_msal_client("confidential")
+    client = account.con.build_msal_client("confidential", saved_discovery=False)
     scopes = graph_scopes(account, permissions) if permissions else [
         account.protocol.prefix_scope(".default")]
     return _redeem(account, client,

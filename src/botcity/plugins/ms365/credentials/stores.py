@@ -29,6 +29,8 @@ from O365.utils.token import BaseTokenBackend
 
 from ._clock import CLOCK, Clock
 from ._maestro import MaestroVault
+from .discovery import KEY as DISCOVERY_KEY
+from .discovery import Discovery
 from .errors import StoreError, StoreUnavailable, TokenFormatError
 from .persistence import Fallback, FileText, MaestroText, MemoryText, TextPersistence
 from .renewal import SETTLE, Renewer, Schedule
@@ -75,6 +77,8 @@ class TokenStore(BaseTokenBackend):
         self.generation = 0
         #: The held token came from the store (a save never recreates a removed one).
         self._from_store = False
+        #: msal's discovery answers, saved with the token (see ``discovery.py``).
+        self.discovery = Discovery()
         self.renewer = Renewer(self, clock=clock)
 
     @property
@@ -120,8 +124,9 @@ class TokenStore(BaseTokenBackend):
         with self._lock:
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
-            return with_meta(cache, summarize(cache, self.client_type, now=self.clock.now(),
-                                              generation=stamp))
+            return with_meta(cache, {**summarize(cache, self.client_type, now=self.clock.now(),
+                                                 generation=stamp),
+                                     **self.discovery.entry()})
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
         with self._lock:
@@ -129,10 +134,15 @@ class TokenStore(BaseTokenBackend):
             if not token_cache_state:
                 return {}
             data = parse_token(token_cache_state, self.location, self.removal)
-            self.client_type = client_type(data)
-            self.generation = generation(data)
-            data.pop(META_KEY, None)
+            self._take_meta(data)
             return data
+
+    def _take_meta(self, data: dict[str, Any]) -> None:
+        """Take what the ``botcity`` entry of a stored token says, and remove it."""
+        self.client_type = client_type(data)
+        self.generation = generation(data)
+        self.discovery.load(meta(data).get(DISCOVERY_KEY), self.clock.now())
+        data.pop(META_KEY, None)
 
     def load_token(self) -> bool:
         text = self.persistence.load()
@@ -214,9 +224,7 @@ class TokenStore(BaseTokenBackend):
         """Use a token another bot stored (from :meth:`read_stored`) instead of ours."""
         with self._lock:
             data = dict(stored)
-            self.client_type = client_type(data)
-            self.generation = generation(data)
-            data.pop(META_KEY, None)
+            self._take_meta(data)
             self._cache = data
             self._has_state_changed = False
             self._from_store = True

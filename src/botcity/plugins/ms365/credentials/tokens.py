@@ -9,6 +9,8 @@ plugin's bots use to agree on one token:
   the clocks of the machines that wrote them;
 - ``renewing``: ``{"by", "until"}`` while one bot renews an expired token for the others
   (see ``renewal.py``).
+- ``discovery``: msal's discovery answers, so that a renewal needs no request but the
+  token's (see ``discovery.py``; never a reason to refuse a token).
 
 msal and O365 ignore the entry, so a plugin token loads in plain O365 and an O365 2.x
 ``o365_token.txt`` loads here. A value that is not such a document, or whose numbers are

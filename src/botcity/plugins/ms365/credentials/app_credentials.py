@@ -14,8 +14,7 @@ keys found there. When no place has anything, the error lists every place search
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._maestro import MaestroVault
 from .errors import ConfigurationError
@@ -32,13 +31,16 @@ if TYPE_CHECKING:  # imported when a certificate is used: most bots have a secre
     from .certificates import ClientCertificate
 
 
-@dataclass(frozen=True)
-class AppCredentials:
+class AppCredentials(NamedTuple):
     client_id: str
-    client_secret: str = field(repr=False)  # "" when the app signs in with a certificate
+    client_secret: str  # "" when the app signs in with a certificate
     tenant_id: str
     source: str  # where they were found, for logs and messages
     certificate: ClientCertificate | None = None
+
+    def __repr__(self) -> str:  # never the secret
+        return (f"AppCredentials(client_id={self.client_id!r}, tenant_id={self.tenant_id!r}, "
+                f"source={self.source!r}, credential={self.describe()!r})")
 
     @property
     def credential(self) -> str | dict[str, str]:
@@ -52,8 +54,7 @@ class AppCredentials:
         return self.certificate.describe() if self.certificate else "client secret"
 
 
-@dataclass(frozen=True)
-class _Found:
+class _Found(NamedTuple):
     """What one place holds, under the names that place uses."""
 
     where: str
@@ -62,7 +63,10 @@ class _Found:
     secret: str | None
     certificate: str | None
     thumbprint: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never the secret, the key or the password
+        return f"_Found(where={self.where!r})"
 
     def anything(self) -> bool:
         return bool(self.client_id or self.secret or self.certificate)

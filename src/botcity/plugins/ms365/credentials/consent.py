@@ -32,8 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from . import _o365, platform
@@ -279,8 +278,7 @@ def _open_browser(url: str) -> None:
     threading.Thread(target=run, name="ms365-browser", daemon=True).start()
 
 
-@dataclass
-class Ask:
+class Ask(NamedTuple):
     """What one sign-in asks of a person, and how to reach them."""
 
     account: Any

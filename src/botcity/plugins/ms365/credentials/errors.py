@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class MS365CredentialsError(Exception):
@@ -116,8 +115,7 @@ _CONDITIONAL = ("The person's own sign-in works, but a conditional access policy
                 "app-only access (auth_flow='app'). ")
 
 
-@dataclass(frozen=True)
-class Known:
+class Known(NamedTuple):
     """An Azure AD error code: what it means, what fixes it, and how the plugin treats it:
     ``"sign_in"`` (a person must sign in: :class:`AuthorizationRequired`), ``"refused"``
     (the app's registration or secret: :class:`AuthorizationError`), ``"config"``

@@ -21,9 +21,8 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 APP = "botcity-ms365"
 #: The OS the plugin runs on (``sys.platform``); tests set it to try another OS's branch.
@@ -34,8 +33,7 @@ SYSTEM = sys.platform
 FILE_TYPE_UNKNOWN, FILE_TYPE_DISK, FILE_TYPE_CHAR, FILE_TYPE_PIPE = 0, 1, 2, 3
 
 
-@dataclass
-class WindowsCalls:
+class WindowsCalls(NamedTuple):
     """The Win32 calls the plugin makes, as functions a test can replace.
 
     - ``handle(fd)``: ``msvcrt.get_osfhandle``; raises ``OSError`` (EBADF) for a closed

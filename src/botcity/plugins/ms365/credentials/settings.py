@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ConfigurationError
 
@@ -45,8 +45,7 @@ def seconds(environ: Mapping[str, str], name: str, default: float, low: float,
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What the environment says, read once when a plugin is made."""
 
     consent_timeout: float = 300.0

@@ -255,6 +255,27 @@ def test_cli_examples_run(page: Path, ms365_sandbox, tmp_path):
     assert ran
 
 
+def test_the_openssl_recipe_makes_a_certificate_the_app_takes(ms365_sandbox, tmp_path,
+                                                              monkeypatch):
+    """The certificate recipe of docs/azure-app.md, run as written; the certificate it
+    makes is uploaded to the (sandbox) app and the bot signs in with bot.pem."""
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+
+    need(shutil.which("openssl"), "openssl")
+    [recipe] = [b for b in blocks(REPO / "docs" / "azure-app.md")
+                if b.lang in SHELL and "openssl req" in b.code]
+    subprocess.run(["bash", "-euo", "pipefail", "-c", recipe.code], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    sandbox = ms365_sandbox.sandbox
+    sandbox.tenant.upload_certificate(sandbox.app, (tmp_path / "cert.pem").read_text())
+    monkeypatch.delenv("MS365_CLIENT_SECRET")
+    service = MS365CredentialsPlugin(client_id=ms365_sandbox.client_id,
+                                     client_certificate=tmp_path / "bot.pem",
+                                     token_path=tmp_path)
+    service.authenticate(consent=ms365_sandbox.consent)
+    assert service.is_authenticated
+
+
 # -- generated sections ----------------------------------------------------------------
 @pytest.mark.parametrize("page,section", [(p, s) for p, s, _ in generated_pages()],
                          ids=lambda v: v if isinstance(v, str) else name(v))
@@ -287,6 +308,24 @@ def test_the_troubleshooting_page_has_every_aadsts_code():
     assert "aadsts" in sections(REPO / "docs" / "troubleshooting.md")
     for code in AADSTS:
         assert f"| {code} |" in text
+
+
+def test_the_consent_prompt_is_quoted_as_the_plugin_prints_it():
+    from botcity.plugins.ms365.credentials.consent import console_consent
+    from botcity.plugins.ms365.credentials.errors import AuthorizationRequired
+
+    printed = io.StringIO()
+    with pytest.raises(AuthorizationRequired):  # nobody answers: stdin ends
+        console_consent("https://sign-in", "https://back", "state", stdin=io.StringIO(""),
+                        stdout=printed)
+    source = printed.getvalue().splitlines()
+    quoted = [b for p in pages() for b in blocks(p)
+              if b.lang == "text" and b.code.startswith("Microsoft 365 needs your consent")]
+    assert quoted
+    for block in quoted:
+        for line in block.code.splitlines():
+            if line and not line.startswith("https://"):
+                assert line in source, f"{block.where}: the plugin does not print {line!r}"
 
 
 # -- the configuration reference -------------------------------------------------------

@@ -54,9 +54,11 @@ class MS365CredentialsPlugin:
     """Microsoft 365 credentials for a bot, kept in BotCity Maestro or a local file.
 
     Args:
-        client_id, client_secret: the Azure app's credentials. When omitted they are read
-            from the Maestro credential ``credential_label``, then from the environment
-            (``MS365_CLIENT_ID``, ``MS365_CLIENT_SECRET``).
+        client_id: the Azure app's Application (client) ID. When omitted it is read from
+            the Maestro credential ``credential_label``, then from the environment
+            (``MS365_CLIENT_ID``).
+        client_secret: the Value of one of the app's client secrets; when omitted, as for
+            ``client_id`` (``MS365_CLIENT_SECRET``).
         client_certificate: instead of ``client_secret``, a certificate: the PEM of its
             private key (the certificate may follow it), as text or the path of a file.
             ``client_certificate_thumbprint`` is needed when the PEM holds only the key;
@@ -68,11 +70,14 @@ class MS365CredentialsPlugin:
         maestro: a connected ``BotMaestroSDK``. With it, the token lives in Maestro.
         credential_label: the Maestro credential that holds ``client_id``,
             ``client_secret`` and optionally ``tenant_id``.
-        token_label, token_key: where in Maestro the token lives (default: the
-            ``credential_label`` set, key ``token``).
+        token_label: the Maestro credential that holds the token (default:
+            ``credential_label``).
+        token_key: the key of the token in ``token_label`` (default ``token``).
         tenant_id: the Azure tenant (default ``common``, or ``MS365_TENANT_ID``).
-        authority_host, graph_url: another cloud (or a local emulator); also from
-            ``MS365_AUTHORITY_HOST`` and ``MS365_GRAPH_URL``.
+        authority_host: the identity platform of another cloud (or a local emulator);
+            also from ``MS365_AUTHORITY_HOST``.
+        graph_url: Microsoft Graph of another cloud (or a local emulator); also from
+            ``MS365_GRAPH_URL``.
         consent: how a person consents when one must: ``"console"``, ``"browser"``,
             ``"device_code"``, ``"none"`` or a function (see :mod:`.consent`). Default:
             ``MS365_CONSENT``, else console, or none when the run is unattended.

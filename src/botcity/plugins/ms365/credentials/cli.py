@@ -378,7 +378,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: the sandbox's fault subcommands, and what each one did
+#: the sandbox's fault subcommands, what each one does (--help) and what it did (printed)
+SANDBOX_FAULT_HELP = {
+    "expire-tokens": "expire every access token (on the server and in Maestro)",
+    "revoke-tokens": "revoke every refresh token (renewing fails until someone signs in)",
+    "expire-secret": "expire the app's client secret (AADSTS7000222)",
+}
 SANDBOX_FAULTS = {
     "expire-tokens": "Every access token has expired (on the server and in Maestro).",
     "revoke-tokens": "Every refresh token is revoked: renewing fails until someone signs in.",
@@ -455,8 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
         "copy", parents=[connection], help="copy a token between stores",
         description="Copy a token, checked and unchanged, for example a token authorized "
         "on your machine to the Maestro credential the Runners read.")
-    copy.add_argument("--from", dest="source", required=True, metavar="file:PATH|maestro:LABEL")
-    copy.add_argument("--to", dest="target", required=True, metavar="file:PATH|maestro:LABEL")
+    copy.add_argument("--from", dest="source", required=True, metavar="file:PATH|maestro:LABEL",
+                      help="where the token is now")
+    copy.add_argument("--to", dest="target", required=True, metavar="file:PATH|maestro:LABEL",
+                      help="where it goes (a Maestro credential's other keys stay)")
     copy.set_defaults(func=cmd_copy)
 
     migrate = commands.add_parser(
@@ -498,9 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
         "consent", help="sign in and accept at a sign-in address; print the address to paste")
     consent.add_argument("url", help="the sign-in address the bot printed (quote it)")
     task = actions.add_parser("task", help="show a task's state and finish status")
-    task.add_argument("task_id", type=int)
-    for name, done in SANDBOX_FAULTS.items():
-        actions.add_parser(name, help=done.split(":")[0].rstrip("."))
+    task.add_argument("task_id", type=int, help="the task's id (printed by --task)")
+    for name, text in SANDBOX_FAULT_HELP.items():
+        actions.add_parser(name, help=text)
     fail = actions.add_parser("fail-maestro", help="the next Maestro requests fail")
     fail.add_argument("--times", type=int, default=1, help="how many (default: 1)")
     fail.add_argument("--status", type=int, default=500,

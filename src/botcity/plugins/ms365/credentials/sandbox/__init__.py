@@ -28,7 +28,23 @@ from .graph import GraphService
 from .identity import IdentityService, Tenant
 from .maestro import MaestroService
 
-__all__ = ["MS365Sandbox", "Sandbox", "Request", "expire_token_text"]
+__all__ = ["MS365Sandbox", "Sandbox", "Request", "accept_sign_in", "expire_token_text"]
+
+
+def accept_sign_in(authorize_url: str, ca_file: str) -> str:
+    """A person at the sandbox's sign-in page: open ``authorize_url``, press *Accept* when
+    the page asks (``consent="ask"``), and return the address the browser lands on.
+    ``requests`` errors pass through; a page that does not redirect is a RuntimeError."""
+    import requests
+
+    page = requests.get(authorize_url, allow_redirects=False, verify=ca_file, timeout=10)
+    if page.status_code == 200 and "decision" in page.text:  # the Accept page
+        page = requests.post(authorize_url, data={"decision": "accept"},
+                             allow_redirects=False, verify=ca_file, timeout=10)
+    location = page.headers.get("Location")
+    if page.status_code != 302 or not location:
+        raise RuntimeError(f"the sign-in failed: {page.status_code} {page.text[:300]}")
+    return location
 
 
 def expire_token_text(text: str) -> str:
@@ -178,18 +194,33 @@ class Sandbox:
     def consent_redirect(self, authorize_url: str) -> str:
         """Do what a person does in the browser: open the consent URL, sign in as the
         sandbox user, accept, and return the address the browser lands on."""
-        import requests
+        return accept_sign_in(authorize_url, self.ca_file)
 
-        response = requests.get(
-            authorize_url, allow_redirects=False, verify=self.ca_file, timeout=10
-        )
-        if response.status_code == 200 and "decision" in response.text:  # the Accept page
-            response = requests.post(authorize_url, data={"decision": "accept"},
-                                     allow_redirects=False, verify=self.ca_file, timeout=10)
-        location = response.headers.get("Location")
-        if response.status_code != 302 or not location:
-            raise RuntimeError(f"the sandbox did not redirect: {response.status_code}")
-        return location
+    def authorize(self, label: str, scopes: list[Any]) -> None:
+        """The first consent into Maestro credential ``label`` (made with the app's keys
+        when it does not exist), done in this process as a person does it with
+        ``botcity-ms365 login``. The plugin is pointed at the sandbox for the sign-in."""
+        from .. import MS365CredentialsPlugin
+
+        if label not in self.maestro.credentials:
+            self.put_app_credentials(label)
+        env = self.bot_env()
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            MS365CredentialsPlugin(maestro=self.maestro_sdk(), credential_label=label
+                                   ).sign_in(scopes, consent=self.consent_redirect)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def fail_maestro(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` requests to Maestro get ``status`` (0: the connection
+        drops)."""
+        self.maestro.fail_next(status, times=times, drop=not status)
 
     def expire_client_secret(self) -> None:
         """The app's client secret has expired (Azure AD answers AADSTS7000222)."""

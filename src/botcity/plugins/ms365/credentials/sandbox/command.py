@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from ..platform import user_data_dir
-from . import Sandbox
+from . import Sandbox, accept_sign_in
 from ._http import Reply, Request, Route, Service
 
 #: Where the running sandbox says how to reach it (default: the plugin's data folder).
@@ -77,11 +77,7 @@ class AdminService(Service):
 
     def _fail_maestro(self, request: Request) -> Reply:
         body = request.json() or {}
-        times, status = int(body.get("times", 1)), int(body.get("status", 500))
-        if status:
-            self.sandbox.maestro.fail_next(status, times=times)
-        else:
-            self.sandbox.maestro.fail_next(0, drop=True, times=times)
+        self.sandbox.fail_maestro(int(body.get("times", 1)), int(body.get("status", 500)))
         return Reply.json({"done": True})
 
     def _task(self, request: Request, task_id: str) -> Reply:
@@ -112,7 +108,7 @@ def _serve(*, minutes: float, task: bool, authorize: bool,
         try:
             _write_state(path, sandbox, admin)
             if authorize:
-                _authorize(sandbox)
+                sandbox.authorize(LABEL, AUTHORIZE_SCOPES)
             for line in _instructions(sandbox, authorize):
                 out(line)
             if task:
@@ -147,23 +143,6 @@ def _write_state(path: Path, sandbox: Sandbox, admin: AdminService) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         json.dump(state, file)
-
-
-def _authorize(sandbox: Sandbox) -> None:
-    from .. import MS365CredentialsPlugin
-
-    env = sandbox.bot_env()
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the plugin in this process trusts and uses the sandbox
-    try:
-        plugin = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
-        plugin.sign_in(AUTHORIZE_SCOPES, consent=sandbox.consent_redirect)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _instructions(sandbox: Sandbox, authorized: bool) -> list[str]:
@@ -252,15 +231,9 @@ def consent(url: str) -> str:
             f"that is not an address of this sandbox's identity platform ({state['identity']}"
             "): paste the whole address the bot printed, in quotes.")
     try:
-        page = requests.get(url, allow_redirects=False, verify=state["ca_file"], timeout=10)
-        if page.status_code == 200:  # the Accept page
-            page = requests.post(url, data={"decision": "accept"}, allow_redirects=False,
-                                 verify=state["ca_file"], timeout=10)
+        return accept_sign_in(url, state["ca_file"])
     except requests.RequestException:
         raise SandboxCommandError("the sandbox does not answer (it was stopped?).") from None
-    location = page.headers.get("Location")
-    if page.status_code != 302 or not location:
-        raise SandboxCommandError(f"the sign-in failed: {page.status_code} "
-                                  f"{page.text[:300]}")
-    return location
+    except RuntimeError as exc:
+        raise SandboxCommandError(str(exc)) from None
 

@@ -78,13 +78,7 @@ class MS365Sandbox:
         ``client_id``, ``client_secret`` and ``tenant_id`` when it does not exist.
         ``scopes`` are what your bot asks for (default: ``basic``); a bot that asks for
         more than was consented fails on a Runner, in the sandbox as in production."""
-        from .. import MS365CredentialsPlugin
-
-        if not self.credential(label):
-            self.sandbox.put_app_credentials(label)
-        plugin = MS365CredentialsPlugin(maestro=self.sandbox.maestro_sdk(),
-                                        credential_label=label)
-        plugin.sign_in(list(scopes or ["basic"]), consent=self.consent)
+        self.sandbox.authorize(label, list(scopes or ["basic"]))
 
     def authorize_file(self, path: str | os.PathLike[str],
                        scopes: Iterable[Any] | None = None) -> Path:
@@ -178,7 +172,4 @@ class MS365Sandbox:
     def fail_maestro(self, times: int = 1, status: int = 500) -> None:
         """The next ``times`` requests to Maestro get ``status`` (0: the connection
         drops)."""
-        if status:
-            self.sandbox.maestro.fail_next(status, times=times)
-        else:
-            self.sandbox.maestro.fail_next(0, drop=True, times=times)
+        self.sandbox.fail_maestro(times, status)

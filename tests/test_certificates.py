@@ -344,3 +344,34 @@ def test_the_sandbox_checks_assertions_as_entra_id_does(sandbox, claims, code):
     both = requests.post(endpoint, data={**form, "client_secret": sandbox.app.secret},
                          verify=sandbox.ca_file, timeout=10)
     assert both.status_code == 400 and "AADSTS9002324" in both.json()["error_description"]
+
+
+def test_a_certificate_rotated_in_maestro_is_used_and_an_unchanged_one_not_loaded_again(
+        sandbox, maestro, certified, monkeypatch):
+    """Every renewal reads the credential; only a changed one is loaded (decrypting a key
+    on every read would be paid by every bot), and the operator's new one is then used."""
+    import botcity.plugins.ms365.credentials.certificates as certificates
+
+    loads: list[str] = []
+    real = certificates.load_certificate
+
+    def counting(value, **options):
+        loads.append(options["where"])
+        return real(value, **options)
+
+    monkeypatch.setattr(certificates, "load_certificate", counting)
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    assert len(loads) == 1
+    for _ in range(3):  # the reads a bot makes while renewing
+        assert plugin._vault.read(LABEL, max_age=0) is not None
+    assert len(loads) == 1, "an unchanged certificate is not loaded again"
+
+    # the operator uploads a new certificate and puts it in the credential
+    new = sandbox.add_certificate()
+    sandbox.put_app_certificate(LABEL, new.pem)
+    sandbox.tenant.apps[sandbox.app.client_id].certificates[:1] = []  # the old one removed
+    sandbox.force_expiry()
+    plugin._vault.read(LABEL, max_age=0)
+    assert len(loads) == 2
+    assert plugin.ms365_account.get_current_user_data().user_principal_name
+    assert sandbox.token_requests("refresh_token")[-1].status == 200

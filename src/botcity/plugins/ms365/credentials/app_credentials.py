@@ -100,6 +100,16 @@ def _clean(value: Any) -> str | None:
     return (str(value).strip() or None) if value is not None else None
 
 
+#: The keys of a Maestro credential that make the app's credential.
+CREDENTIAL_KEYS = ("client_secret", "client_certificate", "client_certificate_thumbprint",
+                   "client_certificate_password")
+
+
+def credential_keys(values: Mapping[str, str] | None) -> tuple[str | None, ...]:
+    """Those keys' values as read: equal tuples, the same credential (nothing to load)."""
+    return tuple((values or {}).get(key) for key in CREDENTIAL_KEYS)
+
+
 def from_credential(values: Mapping[str, str], where: str, *, tenant: str,
                     source: str) -> AppCredentials | None:
     """The app's credentials in a Maestro credential's keys (None: it has none of them)."""

@@ -19,7 +19,12 @@ from O365 import Account
 from . import _o365
 from ._clock import CLOCK
 from ._maestro import MaestroVault, is_online
-from .app_credentials import AppCredentials, from_credential, resolve_app_credentials
+from .app_credentials import (
+    AppCredentials,
+    credential_keys,
+    from_credential,
+    resolve_app_credentials,
+)
 from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
     AuthorizationError,
@@ -166,6 +171,9 @@ class MS365CredentialsPlugin:
         self._account.con.on_refused = self._refused
         if self._vault is not None and credential_label and self._app.source.startswith(
                 "Maestro"):
+            #: the credential's keys as the app's credential was made from (a read that
+            #: finds them unchanged loads nothing: a certificate's key is not decrypted again)
+            self._app_keys = credential_keys(self._vault.read(credential_label))
             self._vault.watch(credential_label, self._app_credentials_read)
             self._account.con.new_secret = self._new_secret
         #: True inside the plugin's own checks, which report a rejection themselves.
@@ -332,6 +340,10 @@ class MS365CredentialsPlugin:
         """Maestro's credential was read again: an operator may have put a new client
         secret (or certificate) in it since the bot started; the bot uses it from then
         on. One that cannot be used is logged and the one in use kept."""
+        keys = credential_keys(values)
+        if keys == self._app_keys:
+            return
+        self._app_keys = keys
         try:
             app = from_credential({**values, "client_id": self._app.client_id},
                                   f"Maestro credential '{self._credential_label}'",

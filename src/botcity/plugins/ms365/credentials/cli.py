@@ -371,23 +371,21 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             _out(f"The next {args.times} Maestro request(s) get {answer}.")
         else:
             command.fault(args.action)
-            _out(SANDBOX_FAULTS[args.action])
+            _out(SANDBOX_FAULTS[args.action][1])
     except command.SandboxCommandError as exc:
         _err(f"error: {exc}")
         return EXIT_FAILED
     return EXIT_OK
 
 
-#: the sandbox's fault subcommands, what each one does (--help) and what it did (printed)
-SANDBOX_FAULT_HELP = {
-    "expire-tokens": "expire every access token (on the server and in Maestro)",
-    "revoke-tokens": "revoke every refresh token (renewing fails until someone signs in)",
-    "expire-secret": "expire the app's client secret (AADSTS7000222)",
-}
+#: the sandbox's fault subcommands: what each one does (--help), and what it did (printed)
 SANDBOX_FAULTS = {
-    "expire-tokens": "Every access token has expired (on the server and in Maestro).",
-    "revoke-tokens": "Every refresh token is revoked: renewing fails until someone signs in.",
-    "expire-secret": "The app's client secret has expired (AADSTS7000222).",
+    "expire-tokens": ("expire every access token (on the server and in Maestro)",
+                      "Every access token has expired (on the server and in Maestro)."),
+    "revoke-tokens": ("revoke every refresh token (renewing fails until someone signs in)",
+                      "Every refresh token is revoked: renewing fails until someone signs in."),
+    "expire-secret": ("expire the app's client secret (AADSTS7000222)",
+                      "The app's client secret has expired (AADSTS7000222)."),
 }
 
 
@@ -506,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     consent.add_argument("url", help="the sign-in address the bot printed (quote it)")
     task = actions.add_parser("task", help="show a task's state and finish status")
     task.add_argument("task_id", type=int, help="the task's id (printed by --task)")
-    for name, text in SANDBOX_FAULT_HELP.items():
-        actions.add_parser(name, help=text)
+    for name, (does, _) in SANDBOX_FAULTS.items():
+        actions.add_parser(name, help=does)
     fail = actions.add_parser("fail-maestro", help="the next Maestro requests fail")
     fail.add_argument("--times", type=int, default=1, help="how many (default: 1)")
     fail.add_argument("--status", type=int, default=500,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -86,6 +86,27 @@ def task_id(sdk: Any) -> str:
     """The task a Runner started the bot for ("" without a Runner)."""
     value = getattr(sdk, "task_id", None) if sdk is not None else None
     return "" if value in (None, "", 0, "0") else str(value)
+
+
+def started_by_runner(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is how a BotCity Runner starts a bot: ``bot.py <server> <task_id>
+    <token> [<organization>]`` (what ``BotMaestroSDK.from_sys_args`` takes), with the
+    server an ``http(s)://`` address. True even when the bot never hands the plugin its
+    Maestro connection (code written for 0.2.0): nobody is at a Runner to consent."""
+    return len(argv) >= 4 and str(argv[1]).startswith(("https://", "http://")) and bool(
+        str(argv[2]).strip())
+
+
+def runner_sdk(argv: Sequence[str]) -> Any:
+    """The ``BotMaestroSDK`` a Runner's ``argv`` describes (as ``from_sys_args`` makes it,
+    without logging in): for alerts of a bot that did not hand the plugin its own."""
+    from botcity.maestro import BotMaestroSDK
+
+    server, task, token, *rest = [str(a) for a in argv[1:]]
+    sdk = BotMaestroSDK()
+    sdk.server, sdk.access_token, sdk.task_id = server, token, task
+    sdk.organization = rest[0] if rest else ""
+    return sdk
 
 
 def _version_tuple(version: str | None) -> tuple[int, ...]:

@@ -19,24 +19,28 @@ address with :func:`parse_redirect` before it redeems anything.
 Waiting (browser, device code) is bounded by ``MS365_CONSENT_TIMEOUT`` seconds (300).
 
 A run is *unattended* (nobody can answer) when a Runner started it (the Maestro
-connection carries a task id), when stdin is missing, closed or ``/dev/null``, or when
-``MS365_CONSENT=none``. Then the default is ``"none"``. An stdin that is open but not a
-terminal (an IDE's Run window) still has a person behind it.
+connection carries a task id, or the process was started with a Runner's arguments,
+``bot.py <server> <task_id> <token> [<organization>]``, even when the bot does not hand
+the plugin its Maestro connection), when stdin is missing, closed or ``/dev/null``, or
+when ``MS365_CONSENT=none``. Then the default is ``"none"``. An stdin that is open but not
+a terminal (an IDE's Run window) still has a person behind it; the console still waits
+for them at most ``MS365_CONSENT_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from . import _o365, platform
-from ._maestro import task_id
+from ._maestro import started_by_runner, task_id
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -63,24 +67,27 @@ def stdin_is_usable(stdin: TextIO | None) -> bool:
     return platform.person_at_keyboard(stdin)
 
 
-def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None) -> bool:
+def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None,
+                  argv: Sequence[str] = ()) -> bool:
+    """Whether nobody can answer a consent prompt (see the module's docstring)."""
     if environ.get(ENV_CONSENT, "").strip().lower() == "none":
         return True
-    if task_id(maestro):
+    if task_id(maestro) or started_by_runner(argv):
         return True
     return not stdin_is_usable(stdin)
 
 
 def choose_mode(
     consent: str | ConsentHandler | None, maestro: Any, environ: Mapping[str, str],
-    stdin: TextIO | None,
+    stdin: TextIO | None, argv: Sequence[str] = (),
 ) -> str | ConsentHandler:
-    """The consent way to use: the explicit one, else ``MS365_CONSENT``, else by context."""
+    """The consent way to use: the explicit one, else ``MS365_CONSENT``, else by context
+    (``argv``: the process's arguments, ``sys.argv``)."""
     chosen: str | ConsentHandler | None = consent or environ.get(ENV_CONSENT, "").strip() or None
     if callable(chosen):
         return chosen
     if chosen is None:
-        return "none" if is_unattended(maestro, environ, stdin) else "console"
+        return "none" if is_unattended(maestro, environ, stdin, argv) else "console"
     mode = chosen.strip().lower()
     if mode not in MODES:
         raise ConfigurationError(
@@ -137,21 +144,50 @@ def parse_redirect(text: str, redirect_uri: str, state: str) -> dict[str, str]:
     return query
 
 
+def _read_line(stdin: TextIO, timeout: float) -> str | None:
+    """A line of ``stdin`` (``""`` at its end), or None when none came within ``timeout``
+    seconds. The read runs in a daemon thread: a pipe nobody writes to (a scheduler, a
+    service) cannot keep the bot waiting, and a thread still blocked on it ends with the
+    process."""
+    lines: queue.Queue[str | BaseException] = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            lines.put(stdin.readline())
+        except (OSError, ValueError) as exc:  # closed meanwhile
+            lines.put(exc)
+
+    threading.Thread(target=read, name="ms365-console", daemon=True).start()
+    try:
+        got = lines.get(timeout=max(0.0, timeout))
+    except queue.Empty:
+        return None
+    return "" if isinstance(got, BaseException) else got
+
+
 def console_consent(
     url: str, redirect_uri: str, state: str, *, stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
+    stdout: TextIO | None = None, timeout: float = 300.0,
 ) -> dict[str, str]:
-    """Show the URL, read the pasted address; up to :data:`CONSOLE_TRIES` tries."""
+    """Show the URL, read the pasted address; up to :data:`CONSOLE_TRIES` tries, all
+    within ``timeout`` seconds."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stdout.write(
         "\nMicrosoft 365 needs your consent once. Open this URL in a browser, sign in and "
         f"accept:\n\n{url}\n\n"
     )
+    end = time.monotonic() + timeout
     for attempt in range(1, CONSOLE_TRIES + 1):
         stdout.write("Paste the address of the page you land on, then press Enter:\n")
         stdout.flush()
-        line = stdin.readline()
+        line = _read_line(stdin, end - time.monotonic())
+        if line is None:
+            raise AuthorizationRequired(
+                f"No one answered the consent prompt within {timeout:g} s "
+                "(MS365_CONSENT_TIMEOUT). Authorize with 'botcity-ms365 login' on a machine "
+                "with a person at the keyboard, or run the bot where someone can answer."
+            )
         if not line:
             raise AuthorizationRequired(
                 "No one answered the consent prompt (stdin ended). Authorize with "
@@ -313,7 +349,7 @@ class ConsoleConsent(ConsentWay):
         sign_in = _o365.CodeSignIn(ask.account, ask.permissions, prompt=ask.prompt,
                                    claims=ask.claims)
         answer = console_consent(sign_in.url, sign_in.redirect_uri, sign_in.state,
-                                 stdin=ask.stdin, stdout=ask.out)
+                                 stdin=ask.stdin, stdout=ask.out, timeout=ask.timeout)
         return sign_in.redeem(answer)
 
 

@@ -18,7 +18,7 @@ from O365 import Account
 
 from . import _o365
 from ._clock import CLOCK
-from ._maestro import MaestroVault, is_online
+from ._maestro import MaestroVault, is_online, runner_sdk, started_by_runner
 from .app_credentials import (
     AppCredentials,
     credential_keys,
@@ -239,7 +239,8 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
             return
         wanted = resolve_permissions(scopes)
-        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
+        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin,
+                           sys.argv)
         cause: AuthorizationRequired | None = None
         if force:
             problem, missing = "is to be replaced (force=True).", frozenset(wanted)
@@ -290,7 +291,8 @@ class MS365CredentialsPlugin:
         choose (or add) the account; a token holds one account, so signing in another
         replaces the stored one.
         """
-        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin)
+        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin,
+                           sys.argv)
         if mode == "none":
             raise AuthorizationRequired(
                 "A sign-in was asked for, but nobody is here to consent (unattended run). "
@@ -391,14 +393,28 @@ class MS365CredentialsPlugin:
                 where += f" --token-key {self._store.key}"
             then = ("(with BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace "
                     "set)")
+        elif self._vault is None and started_by_runner(sys.argv):
+            # a Runner's bot that keeps the token in a file on the Runner: nobody signs in
+            # there; the token belongs in Maestro, where every Runner finds it
+            return ("botcity-ms365 login --label ms365 --scopes " + scopes + " (with "
+                    "BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace set), "
+                    "and hand the plugin the Runner's Maestro connection: "
+                    "MS365CredentialsPlugin(maestro=BotMaestroSDK.from_sys_args(), "
+                    "credential_label='ms365').")
         else:
             where = f"--token-path {getattr(self._store, 'path', '.')}"
             then = "(with MS365_CLIENT_ID and MS365_CLIENT_SECRET set)"
         return f"botcity-ms365 login {where} --scopes {scopes} {then}."
 
     def _notify(self, title: str, message: str, *, error: bool = False, once: str = "") -> None:
-        if self._vault is not None:
-            self._vault.alert(title, message, error=error, once=once)
+        """Tell the operator (a Maestro alert on the running task). A bot a Runner started
+        without handing the plugin its Maestro connection (code written for 0.2.0) still
+        reaches Maestro, through the connection the Runner's arguments describe."""
+        vault = self._vault
+        if vault is None and started_by_runner(sys.argv):
+            vault = MaestroVault(runner_sdk(sys.argv))
+        if vault is not None:
+            vault.alert(title, message, error=error, once=once)
 
     def _refused(self, error: AuthorizationError) -> None:
         """Microsoft refused a refresh (a dead refresh token, an expired or wrong secret,

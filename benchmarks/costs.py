@@ -117,7 +117,7 @@ def refresh_during_a_run(sandbox: Sandbox, lifetime: int = 6) -> dict[str, int]:
     plugin.authenticate()  # renews the expired token: a short-lived one
     con = plugin.ms365_account.con
     deadline = time.monotonic() + 2 * lifetime
-    while not plugin.token_store.refresh_due(con.username) and time.monotonic() < deadline:
+    while not plugin.ms365_account.con.lifecycle.due() and time.monotonic() < deadline:
         time.sleep(0.05)
     sandbox.requests.clear()
     plugin.ms365_account.get_current_user_data()

@@ -161,8 +161,8 @@ def test_keys_an_operator_changes_while_a_bot_runs_survive_its_save(sandbox, mae
     sandbox.force_expiry()
     bot = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
     bot.authenticate()  # renewed at start: it leads the next renewal, without looking
-    bot.token_store.schedule = Schedule(draw=lambda: 0.0)
-    bot.token_store.schedule.leading = True
+    bot.ms365_account.con.lifecycle.schedule = Schedule(draw=lambda: 0.0)
+    bot.ms365_account.con.lifecycle.schedule.leading = True
     # the operator rotates the app's secret (the old one expires) and adds a key
     new = Secret("sbx~rotated-" + "x" * 20)
     sandbox.app.secrets.append(new)
@@ -171,7 +171,7 @@ def test_keys_an_operator_changes_while_a_bot_runs_survive_its_save(sandbox, mae
     sandbox.tenant.expire_client_secret(sandbox.app)
     new.expires_at = time.time() + 86400
     held = bot.token_store.get_access_token(username=bot.ms365_account.con.username)
-    time.sleep(max(0.0, bot.token_store.schedule.due_at(held) - time.time()) + 0.05)
+    time.sleep(max(0.0, bot.ms365_account.con.lifecycle.schedule.due_at(held) - time.time()) + 0.05)
     assert float(held["expires_on"]) > time.time(), "due, not expired"
     sandbox.requests.clear()
 
@@ -220,7 +220,7 @@ def test_a_runner_with_a_fast_clock_stores_times_every_bot_can_trust(sandbox, ma
     other = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
     other.ms365_account.get_current_user_data()
     assert sandbox.token_requests() == []
-    due_at = other.token_store.schedule.due_at(
+    due_at = other.ms365_account.con.lifecycle.schedule.due_at(
         other.token_store.get_access_token(username=other.ms365_account.con.username))
     assert time.time() + 3000 < due_at < int(access["expires_on"])
 

@@ -68,9 +68,9 @@ def due_plugin(sandbox, maestro) -> MS365CredentialsPlugin:
     sandbox.tenant.access_token_lifetime = 6
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
     plugin.authenticate(consent=sandbox.consent_redirect)
-    plugin.token_store.schedule = Schedule(draw=lambda: 0.0)
+    plugin.ms365_account.con.lifecycle.schedule = Schedule(draw=lambda: 0.0)
     entry = plugin.token_store.get_access_token(username=plugin.ms365_account.con.username)
-    time.sleep(max(0.0, plugin.token_store.schedule.due_at(entry) - time.time()) + 0.05)
+    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(entry) - time.time()) + 0.05)
     return plugin
 
 
@@ -109,4 +109,4 @@ def test_an_early_renewal_that_fails_goes_on_with_the_valid_token(sandbox, maest
     assert len(sandbox.token_requests()) == tried, "and waits for the expiry to try again"
     assert [r.status for r in sandbox.requests("graph")] == [200, 200]
     assert "Could not renew the access token before it expires" in caplog.text
-    assert plugin.token_store.schedule.due_at(entry) == float(entry["expires_on"])
+    assert plugin.ms365_account.con.lifecycle.schedule.due_at(entry) == float(entry["expires_on"])

@@ -1,5 +1,5 @@
-"""The renewer's rules (renewal.py) as unit tests: a store on an in-memory persistence, a
-fake clock, and a refresh that mints a token the way msal adds one. No server, no sleep."""
+"""The lifecycle's rules (lifecycle.py) as unit tests: a store on an in-memory persistence,
+a fake clock, and a refresh that mints a token the way msal adds one. No server, no sleep."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from botcity.plugins.ms365.credentials._clock import Clock
 from botcity.plugins.ms365.credentials.errors import StoreUnavailable
+from botcity.plugins.ms365.credentials.lifecycle import TokenLifecycle
 from botcity.plugins.ms365.credentials.persistence import TextPersistence
 from botcity.plugins.ms365.credentials.renewal import CLAIM_SECONDS, SETTLE
 from botcity.plugins.ms365.credentials.stores import TokenStore
@@ -82,10 +83,12 @@ class Bot:
     """A bot: its store on the shared persistence, its clock, and a refresh that mints a
     new access token at the clock's time."""
 
-    def __init__(self, shared: InMemory, clock: FakeClock, *, settle: float = SETTLE) -> None:
+    def __init__(self, shared: InMemory, clock: FakeClock, *, settle: float = SETTLE,
+                 retry_budget: float = 60.0) -> None:
         self.store = TokenStore(shared, clock=clock)
-        self.store.settle = settle
-        self.store.renewer.sleep = clock.sleep
+        self.life = TokenLifecycle(self.store, clock=clock, sleep=clock.sleep,
+                                   retry_budget=retry_budget, refresh=lambda: self.refresh())
+        self.life.settle = settle
         self.clock = clock
         self.refreshes = 0
         assert self.store.load_token()
@@ -98,7 +101,7 @@ class Bot:
             self.store._has_state_changed = True
 
     def renew(self) -> bool:
-        return self.store.renewer.renew(self.refresh)
+        return self.life.renew()
 
     def held(self) -> str:
         return next(iter(self.store._cache["AccessToken"].values()))["secret"]
@@ -124,14 +127,14 @@ def stored(shared: InMemory) -> dict:
 def test_the_leader_refreshes_then_reads_once_and_writes_the_next_generation(shared, clock):
     shared.text = token(START - 3000, gen=4)
     bot = Bot(shared, clock)
-    bot.store.schedule.leading = True
+    bot.life.schedule.leading = True
     shared.reads = 0
 
     assert bot.renew() is True
 
     assert (bot.refreshes, shared.reads, shared.writes) == (1, 1, 1)
     assert generation(stored(shared)) == 5
-    assert bot.store.renewer.outcome == "saved"
+    assert bot.life.outcome == "saved"
 
 
 # -- rule 3: followers look first ------------------------------------------------------------
@@ -219,7 +222,8 @@ def test_a_failed_refresh_gives_its_claim_up(shared, clock):
         raise RuntimeError("Microsoft refused")
 
     with pytest.raises(RuntimeError):
-        bot.store.renewer.renew(refused)
+        bot.refresh = refused  # type: ignore[method-assign]
+        bot.renew()
     assert "renewing" not in meta(stored(shared)), "the others need not wait for it"
     assert generation(stored(shared)) == 1
     assert json.loads(shared.text)["AccessToken"] == json.loads(token(
@@ -235,7 +239,8 @@ def test_giving_a_claim_up_never_undoes_what_another_bot_stored(shared, clock):
         raise RuntimeError("Microsoft refused")
 
     with pytest.raises(RuntimeError):
-        bot.store.renewer.renew(refused_while_another_saves)
+        bot.refresh = refused_while_another_saves  # type: ignore[method-assign]
+        bot.renew()
     assert generation(stored(shared)) == 2 and "theirs" in shared.text
 
 
@@ -248,7 +253,8 @@ def test_giving_a_claim_up_never_brings_a_logged_out_token_back(shared, clock):
         raise RuntimeError("Microsoft refused")
 
     with pytest.raises(RuntimeError):
-        bot.store.renewer.renew(refused_after_a_logout)
+        bot.refresh = refused_after_a_logout  # type: ignore[method-assign]
+        bot.renew()
     assert shared.text is None
 
 
@@ -263,7 +269,7 @@ def test_a_logout_during_a_claimed_refresh_is_not_undone(shared, clock):
 
     bot.refresh = refresh_while_logged_out  # type: ignore[method-assign]
     assert bot.renew() is True
-    assert shared.text is None and bot.store.renewer.outcome == "not written (removed)"
+    assert shared.text is None and bot.life.outcome == "not written (removed)"
 
 
 def test_a_newer_token_stored_during_a_claimed_refresh_is_kept(shared, clock):
@@ -277,7 +283,7 @@ def test_a_newer_token_stored_during_a_claimed_refresh_is_kept(shared, clock):
 
     bot.refresh = refresh_while_another_saves  # type: ignore[method-assign]
     bot.renew()
-    assert bot.store.renewer.outcome == "newer kept"
+    assert bot.life.outcome == "newer kept"
     assert "theirs" in shared.text and bot.held() == "theirs"
 
 
@@ -301,10 +307,24 @@ def test_a_logout_while_waiting_for_another_s_claim_ends_the_wait(shared, clock)
     assert clock.now() - START < 5, "it stopped waiting when the token was gone"
 
 
-def test_a_claim_lasts_as_long_as_the_claimer_may_be_kept_retrying(shared, clock):
-    from botcity.plugins.ms365.credentials.renewal import CLAIM_SECONDS
+@pytest.mark.parametrize("budget", [5.0, 60.0])
+def test_a_claim_lasts_as_long_as_the_claimer_may_be_kept_retrying(shared, clock, budget):
+    """MS365_RETRY_SECONDS (``budget``) bounds how long Microsoft may keep the claimer
+    retrying; its claim holds that long and ten seconds more, so nobody takes over a
+    renewal that is still under way, and nobody waits for one that cannot be."""
+    shared.text = token(START - 4000, gen=1)
+    bot = Bot(shared, clock, retry_budget=budget)
+    claims = []
+    save = shared.save
 
-    assert CLAIM_SECONDS >= 60 + 10, "MS365_RETRY_SECONDS' default, and a margin"
+    def noting_claims(text: str) -> None:
+        claims.append(meta(json.loads(text)).get("renewing"))
+        save(text)
+
+    shared.save = noting_claims  # type: ignore[method-assign]
+    assert bot.renew() is True
+    assert claims[0]["until"] == START + budget + 10
+    assert claims[-1] is None, "the token written after the refresh carries no claim"
 
 
 # -- rule 5: what is written after a refresh ---------------------------------------------------
@@ -313,7 +333,7 @@ def test_a_claim_lasts_as_long_as_the_claimer_may_be_kept_retrying(shared, clock
 def test_a_token_saved_meanwhile_by_another_bot_is_kept(shared, clock):
     shared.text = token(START - 3000, gen=3)
     bot = Bot(shared, clock)
-    bot.store.schedule.leading = True
+    bot.life.schedule.leading = True
     original_refresh = bot.refresh
 
     def refresh_while_another_saves() -> None:
@@ -322,38 +342,38 @@ def test_a_token_saved_meanwhile_by_another_bot_is_kept(shared, clock):
 
     bot.refresh = refresh_while_another_saves  # type: ignore[method-assign]
     assert bot.renew() is True
-    assert bot.store.renewer.outcome == "newer kept"
+    assert bot.life.outcome == "newer kept"
     assert generation(stored(shared)) == 4 and bot.held() == "theirs"
-    assert bot.store.schedule.leading is False, "the other one leads now"
+    assert bot.life.schedule.leading is False, "the other one leads now"
 
 
 def test_nothing_is_written_where_the_token_was_removed(shared, clock):
     shared.text = token(START - 3000, gen=3)
     bot = Bot(shared, clock)
-    bot.store.schedule.leading = True
+    bot.life.schedule.leading = True
     shared.text = None  # botcity-ms365 logout
 
     bot.renew()
 
-    assert shared.text is None and bot.store.renewer.outcome == "not written (removed)"
+    assert shared.text is None and bot.life.outcome == "not written (removed)"
 
 
 def test_nothing_is_written_over_a_value_that_cannot_be_read(shared, clock):
     shared.text = token(START - 3000, gen=3)
     bot = Bot(shared, clock)
-    bot.store.schedule.leading = True
+    bot.life.schedule.leading = True
     shared.text = "{not json"
 
     bot.renew()
 
-    assert shared.text == "{not json" and bot.store.renewer.outcome == (
+    assert shared.text == "{not json" and bot.life.outcome == (
         "not written (unreadable)")
 
 
 def test_a_store_that_fails_after_a_refresh_is_the_store_s_problem(shared, clock):
     shared.text = token(START - 3000, gen=3)
     bot = Bot(shared, clock)
-    bot.store.schedule.leading = True
+    bot.life.schedule.leading = True
     shared.fail = True
     with pytest.raises(StoreUnavailable):
         bot.renew()  # a plain store raises; the Maestro store keeps it locally instead

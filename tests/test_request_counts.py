@@ -47,9 +47,9 @@ def started(sandbox, maestro) -> MS365CredentialsPlugin:
     the refresh window."""
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     plugin.authenticate()
-    leading = plugin.token_store.schedule.leading  # it renewed at start: it leads
-    plugin.token_store.schedule = Schedule(draw=lambda: 0.0)
-    plugin.token_store.schedule.leading = leading
+    leading = plugin.ms365_account.con.lifecycle.schedule.leading  # it renewed at start: it leads
+    plugin.ms365_account.con.lifecycle.schedule = Schedule(draw=lambda: 0.0)
+    plugin.ms365_account.con.lifecycle.schedule.leading = leading
     return plugin
 
 
@@ -59,8 +59,8 @@ def until_due(plugin: MS365CredentialsPlugin) -> float:
     token = plugin.token_store.get_access_token(username=plugin.ms365_account.con.username)
     expires_on = float(token["expires_on"])
     assert expires_on - time.time() <= LIFETIME
-    time.sleep(max(0.0, plugin.token_store.schedule.due_at(token) - time.time()) + 0.05)
-    assert plugin.token_store.refresh_due(plugin.ms365_account.con.username)
+    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(token) - time.time()) + 0.05)
+    assert plugin.ms365_account.con.lifecycle.due()
     return expires_on
 
 
@@ -102,7 +102,7 @@ def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro
     first.ms365_account.get_current_user_data()  # renews, writes
     renewed = first.token_store.get_access_token(username=first.ms365_account.con.username)
     begin, _ = window(renewed)
-    assert first.token_store.schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
+    assert first.ms365_account.con.lifecycle.schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
         "the renewer goes first next time: its moment opens the next window")
     until_due(second)  # a follower: its moment comes after the leader's
     stored.requests.clear()
@@ -129,7 +129,7 @@ def test_a_bot_starting_on_an_expired_token_claims_it_then_renews(stored, maestr
     assert credential_requests(stored, "POST") == 2, "the claim, and the rotated token"
     token = __import__("json").loads(stored.maestro.secret(LABEL, "token"))
     assert "renewing" not in token["botcity"], "the renewed token carries no claim"
-    assert plugin.token_store.schedule.leading, "the bot that renewed goes first next time"
+    assert plugin.ms365_account.con.lifecycle.schedule.leading, "the bot that renewed goes first next time"
 
 
 def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
@@ -140,8 +140,8 @@ def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
     plugin = started(stored, maestro)
     con = plugin.ms365_account.con
     token = plugin.token_store.get_access_token(username=con.username)
-    time.sleep(max(0.0, plugin.token_store.schedule.due_at(token) - time.time()) + 0.05)
-    assert not plugin.token_store.refresh_due(con.username), "no early renewal"
+    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(token) - time.time()) + 0.05)
+    assert not plugin.ms365_account.con.lifecycle.due(), "no early renewal"
     time.sleep(max(0.0, float(token["expires_on"]) - time.time()) + 0.05)
     stored.requests.clear()
 
@@ -228,7 +228,7 @@ def test_a_renewal_during_a_run_started_warm_is_one_identity_request(bots):
     bots.renew_at_start()  # another bot stored a short-lived token
     plugin = bots.start()
     plugin.authenticate()
-    plugin.token_store.schedule = Schedule(draw=lambda: 0.0)
+    plugin.ms365_account.con.lifecycle.schedule = Schedule(draw=lambda: 0.0)
     until_due(plugin)
     sandbox.requests.clear()
 
@@ -303,7 +303,7 @@ def test_an_out_of_date_saved_discovery_costs_one_failed_request_once(bots):
 
     assert [r.path.rsplit("/", 2)[-2:] for r in sandbox.requests("identity")] == [
         ["v1", "token"], [".well-known", "openid-configuration"], ["v2.0", "token"]]
-    assert plugin.token_store.renewer.outcome == "saved"
+    assert plugin.ms365_account.con.lifecycle.outcome == "saved"
     assert bots.saved_discovery()[url]["doc"]["token_endpoint"] != moved
 
     bots.renew_at_start()

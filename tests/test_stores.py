@@ -147,7 +147,7 @@ def test_a_token_removed_meanwhile_is_not_written_back(sandbox, maestro, tmp_pat
     store._has_state_changed = True
     store.save_token()
     assert LABEL not in sandbox.maestro.credentials
-    assert store.write_refreshed() == "not written (removed)"
+    assert store.save_renewed() == "not written (removed)"
 
 
 def test_a_large_non_ascii_value_round_trips(sandbox, maestro, tmp_path):

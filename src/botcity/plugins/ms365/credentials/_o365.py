@@ -8,14 +8,14 @@ What it changes, and why:
   ``Connection._msal_authority``; sovereign clouds and the sandbox need another host,
   and msal needs ``instance_discovery=False`` for a host Microsoft does not know;
 - the Graph URL: ``MSGraphProtocol._protocol_url`` (a documented override point);
-- the request: before each Graph request, the access token is renewed when this
-  process's moment has come (``renewal.py``); O365 alone renews only after Graph
-  answered 401; a request that gets no answer times out (``MS365_HTTP_TIMEOUT``);
+- the request: one hook, the token's lifecycle (``lifecycle.py``), runs before each Graph
+  request and renews the access token when this process's moment has come; loading the
+  token and O365's own 401 path go to it too (O365 alone renews only after Graph answered
+  401); a request that gets no answer times out (``MS365_HTTP_TIMEOUT``);
 - the refresh: O365 turns every refusal into ``RuntimeError("...: invalid_grant")``,
   dropping Microsoft's AADSTS code, and its client-credentials renewal breaks once msal
-  has dropped the expired token it reads the scopes from. The override turns Microsoft's
-  answer into the plugin's exception (:func:`.errors.explain`), backs off a request loop
-  (AADSTS50196) and counts refreshes;
+  has dropped the expired token it reads the scopes from. :meth:`PluginConnection.new_token`
+  turns Microsoft's answer into the plugin's exception (:func:`.errors.explain`);
 - msal's client: built lazily (its constructor fetches the OpenID configuration); a
   discovery that fails becomes :class:`ConfigurationError` (no such tenant) or
   :class:`ServiceUnavailable` (an outage, a proxy's page), never msal's ``ValueError`` or
@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -68,12 +67,10 @@ from .errors import (
     ConfigurationError,
     MS365CredentialsError,
     ServiceUnavailable,
-    StoreUnavailable,
     explain,
 )
-from .renewal import LONGEST_CLAIM
+from .lifecycle import TokenLifecycle
 from .scopes import RESERVED, permission_name
-from .tokens import fresh_enough
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +206,12 @@ class MsalTransport(RetryingSession):
 _OUTAGES = (requests.RequestException, MsalServiceError)
 #: msal's failures on an answer it cannot read (a proxy's page, a malformed id token).
 _ODD_ANSWERS = (ValueError, KeyError, IndexError, TypeError)
-#: How long to wait before retry ``n`` after Azure AD detected a request loop (AADSTS50196).
-_LOOP_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0)
 
 
 class PluginConnection(Connection):
-    """O365's Connection with a configurable authority and the plugin's refresh.
+    """O365's Connection with a configurable authority, the plugin's token request
+    (:meth:`new_token`) and one hook into the token's lifecycle: loading, before each
+    request, and O365's own refresh paths all go to ``lifecycle``.
 
     A token obtained with the device code flow belongs to a *public* client: the store
     says so (``client == "public"``) and its refreshes are made without the secret."""
@@ -226,34 +223,38 @@ class PluginConnection(Connection):
     #: takes the second as its ``client_credential``
     auth: tuple[str, str | dict[str, str]]
 
-    def __init__(self, credentials: Any, *, authority_host: str = DEFAULT_AUTHORITY_HOST,
+    def __init__(self, credentials: Any, *, lifecycle: TokenLifecycle,
+                 authority_host: str = DEFAULT_AUTHORITY_HOST,
                  graph_resource: str = DEFAULT_GRAPH_URL + "/",
                  retry_budget: float = DEFAULT_BUDGET, **kwargs: Any) -> None:
-        super().__init__(credentials, **kwargs)
+        super().__init__(credentials, token_backend=lifecycle.store, **kwargs)
+        #: The token's lifecycle: it decides when to renew, and asks :meth:`new_token`.
+        self.lifecycle = lifecycle
+        lifecycle.refresh = self.new_token
         self.authority_host = authority_host.rstrip("/")
         self.graph_resource = graph_resource
         self._msal_authority = f"{self.authority_host}/{self.tenant_id}"
         self.oauth_redirect_url = f"{self.authority_host}/common/oauth2/nativeclient"
-        #: How many refreshes this connection made (the benchmarks and tests count them).
-        self.refresh_count = 0
-        #: Set when Microsoft rejected the refresh token: it is dead until a new consent.
-        self.rejected: AuthorizationRequired | None = None
         self._built_for: str | None = None
         #: Seconds a call to the identity platform may spend retrying 429/5xx answers.
         self.retry_budget = retry_budget
         self._transports: dict[int, MsalTransport] = {}
         #: msal's discovery answers, saved with the token (see ``discovery.py``).
         self.discovery: Discovery | None = getattr(self.token_backend, "discovery", None)
-        self._renewing = threading.RLock()
-        # claims on an expired token last as long as this bot may be kept retrying
-        self.token_backend.renewer.claim_seconds = min(LONGEST_CLAIM - 10, retry_budget + 10)
-        #: Called when Microsoft refuses a refresh (a dead refresh token, an expired secret,
-        #: conditional access): the bot cannot go on without a person or an operator.
-        self.on_refused: Callable[[AuthorizationError], None] | None = None
         #: Called when Microsoft refuses the client secret: True when a new one was found
         #: (an operator rotated it in Maestro while the bot ran), and the refresh is tried
         #: once more with it.
         self.new_secret: Callable[[], bool] | None = None
+
+    @property
+    def refresh_count(self) -> int:
+        """How many tokens this process got from Microsoft (benchmarks and tests count)."""
+        return self.lifecycle.refresh_count
+
+    @property
+    def rejected(self) -> AuthorizationRequired | None:
+        """The refusal of the stored refresh token, until a person signs in (None: none)."""
+        return self.lifecycle.rejected
 
     @property
     def client_secret(self) -> str | dict[str, str]:
@@ -378,13 +379,13 @@ class PluginConnection(Connection):
         return session
 
     def oauth_request(self, url: str, method: str, **kwargs: Any) -> Any:
-        """O365's request, after renewing the access token when this process's moment to
-        do so has come (before it expires: see ``renewal.py``). A request that gets no
-        answer within the timeout raises :class:`ServiceUnavailable`."""
+        """O365's request, after the lifecycle's hook (which renews the access token when
+        this process's moment to do so has come: see ``lifecycle.py``). A request that
+        gets no answer within the timeout raises :class:`ServiceUnavailable`."""
         if self.session is None:
             self.session = self.get_session(load_token=True)
-        if self.token_backend.refresh_due(self.username):
-            self._renew_or_postpone()
+        if self.lifecycle.before_request():
+            self.update_session_auth_header()
         try:
             response = super().oauth_request(url, method, **kwargs)
         except (requests.Timeout, requests.ConnectionError) as exc:
@@ -395,66 +396,41 @@ class PluginConnection(Connection):
         self.token_backend.clock.learn(response.headers.get("Date"))
         return response
 
-    def _renew_or_postpone(self) -> None:
-        """Renew; while the access token still works, a failure only postpones the next
-        try to its expiry (the bot goes on; the error comes then, if it lasts)."""
-        with self._renewing:
-            if self.token_backend.refresh_due(self.username):  # not done by another thread
-                self._renew_or_postpone_now()
+    def load_token_from_backend(self) -> bool:
+        """O365's load (at the first request, or ``is_authenticated``): the lifecycle's,
+        which knows what to do when Maestro is down."""
+        if not self.lifecycle.load():
+            return False
+        if self._username is None:
+            account = self.token_backend.get_account()
+            if account:
+                self.username = account.get("username")
+        return True
 
-    def _renew_or_postpone_now(self) -> None:
-        token = self.token_backend.get_access_token(username=self.username)
-        clock = self.token_backend.clock
-        try:
-            self.renew()
-        except MS365CredentialsError as exc:
-            if token is None or float(token.get("expires_on", 0)) <= clock.now() + 1:
-                raise
-            self.token_backend.schedule.not_before_expiry(token)
-            log.warning("Could not renew the access token before it expires (%s); going "
-                        "on with it, and trying again when it expires in %.0f s", exc,
-                        float(token["expires_on"]) - clock.now())
-
-    def renew(self) -> None:
-        """Get a usable access token: another bot's through the store, or a refreshed one
-        (see ``renewal.py``), one thread of this bot at a time. When Azure AD detects a
-        request loop (AADSTS50196: throttling, the token is fine), wait and look again,
-        within the retry budget: another bot has often renewed meanwhile."""
-        with self._renewing:
-            deadline = time.monotonic() + self.retry_budget
-            for wait in (*_LOOP_BACKOFF, None):
-                try:
-                    self.token_backend.renewer.renew(self._request_token)
-                    break
-                except ServiceUnavailable as exc:
-                    if exc.code != "AADSTS50196" or wait is None or (
-                            time.monotonic() + wait > deadline):
-                        raise
-                    log.warning("Microsoft throttles a request loop (AADSTS50196); looking "
-                                "again in %.0f s", wait)
-                    time.sleep(wait)
-            self.rejected = None
-            if self.session is not None:
-                self.update_session_auth_header()
+    def _try_refresh_token(self) -> bool:
+        """O365's path after Graph answered 401 on an access token its clock says expired:
+        the lifecycle renews (another bot's token, or a refresh), then the request is
+        repeated."""
+        self.lifecycle.renew()
+        self.update_session_auth_header()
+        return True
 
     def refresh_token(self) -> bool:
         """Get a new access token (and rotated refresh token) now, and write it to the
-        store as after any renewal (its outcome is in ``token_backend.renewer.outcome``).
-        App-only connections ask for a new token with the client credentials."""
-        with self._renewing:
-            return self.token_backend.renewer.refresh_now(self._request_token)
+        store as after any renewal (its outcome is in ``lifecycle.outcome``). App-only
+        connections ask for a new token with the client credentials."""
+        self.lifecycle.refresh_now()
+        if self.session is not None:
+            self.update_session_auth_header()
+        return True
 
-    def _request_token(self, retried: bool = False) -> None:
-        """Ask Microsoft for a new token; msal puts it in the store's memory."""
+    def new_token(self, retried: bool = False) -> None:
+        """Ask Microsoft for a new token (a refresh, or an app-only token); msal puts it
+        in the store's memory. Microsoft's refusal is the plugin's exception, saying what
+        it means and what to do (:func:`.errors.explain`)."""
         log.debug("Refreshing the access token")
         if self.session is None:
             self.session = self.get_session(load_token=True)
-        confidential = self._client_type() != "public"
-        if confidential and not self.auth[1]:
-            raise StoreUnavailable(
-                "The access token expired, and the client secret is kept in Maestro, which "
-                "was unreachable when the bot started. Run the bot again once Maestro is "
-                "back.")
         if self.auth_flow_type == "credentials":
             doing = "getting an app-only token"
             result = self._call(doing, lambda client: client.acquire_token_for_client(
@@ -483,15 +459,9 @@ class PluginConnection(Connection):
         if (result and result.get("error") == "invalid_client" and not retried
                 and self.new_secret is not None and self.new_secret()):
             log.info("Refreshing again with the client secret now in the credential")
-            return self._request_token(retried=True)
+            return self.new_token(retried=True)
         if not result or "access_token" not in result:
-            error = explain(result or {}, doing)
-            if isinstance(error, AuthorizationRequired):
-                self.rejected = error
-            if isinstance(error, AuthorizationError) and self.on_refused is not None:
-                self.on_refused(error)
-            raise error
-        self.refresh_count += 1
+            raise explain(result or {}, doing)
         self.update_session_auth_header(access_token=result["access_token"])
 
     def _call(self, doing: str, call: Callable[[Any], Any]) -> Any:
@@ -542,16 +512,18 @@ class PluginAccount(Account):
 
 def build_account(
     client_id: str, client_credential: str | dict[str, str], *, tenant_id: str,
-    token_backend: Any,
+    lifecycle: TokenLifecycle,
     authority_host: str, graph_url: str, timeout: float, retry_budget: float,
     app_only: bool = False,
 ) -> PluginAccount:
+    """The O365 account on ``lifecycle``'s store; its connection becomes the lifecycle's
+    way to ask Microsoft for a token."""
     protocol = graph_protocol(graph_url)
     return PluginAccount(
         (client_id, client_credential),
         protocol=protocol,
         tenant_id=tenant_id,
-        token_backend=token_backend,
+        lifecycle=lifecycle,
         authority_host=authority_host,
         graph_resource=protocol.prefix_scope(""),
         auth_flow_type="credentials" if app_only else "authorization",
@@ -581,7 +553,7 @@ def _signed_in(account: Account, result: dict[str, Any], client_type: str,
         con._set_username_from_token_backend(home_account_id=home)
     if con.session is not None:
         con.update_session_auth_header(access_token=result["access_token"])
-    con.rejected = None
+    con.lifecycle.signed_in()
     if save:
         store.save_token(force=True)
     return str(con.username or claims.get("preferred_username") or "")
@@ -719,14 +691,3 @@ def granted_permissions(account: Account) -> frozenset[str]:
     """The Graph permissions of the loaded token, in Microsoft's casing."""
     scopes = account.con.token_backend.get_token_scopes(username=account.con.username) or []
     return frozenset(permission_name(s) for s in scopes) - RESERVED
-
-
-def access_token_valid(account: Account) -> bool:
-    """Whether the current access token is good for a while yet (see ``tokens.margin``)."""
-    store = account.con.token_backend
-    token = store.get_access_token(username=account.con.username)
-    return bool(token) and fresh_enough({"AccessToken": {"held": token}}, store.clock.now())
-
-
-def has_refresh_token(account: Account) -> bool:
-    return bool(account.con.token_backend.get_refresh_token(username=account.con.username))

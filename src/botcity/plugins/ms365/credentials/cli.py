@@ -176,8 +176,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             try:
                 plugin.ms365_account.con.refresh_token()
                 report["check"] = _CHECKED.get(
-                    plugin.token_store.renewer.outcome,
-                    f"the refresh token works; {plugin.token_store.renewer.outcome}")
+                    plugin.ms365_account.con.lifecycle.outcome,
+                    f"the refresh token works; {plugin.ms365_account.con.lifecycle.outcome}")
             except AuthorizationRequired as exc:
                 report["check"] = f"rejected by Microsoft ({exc.code or exc.error})"
                 problems.append(str(exc))
@@ -268,6 +268,10 @@ def cmd_logout(args: argparse.Namespace) -> int:
         _out(f"No token was stored in {store.location}.")
         return EXIT_OK
     store.delete_token()
+    from .stores import MaestroTokenStore
+
+    if isinstance(store, MaestroTokenStore):
+        store.fallback().discard()  # nothing waits on this machine to be written back
     kept = "; the credential's other keys stay" if maestro is not None else ""
     _out(f"Removed the token from {store.location}{kept}.")
     return EXIT_OK

@@ -1,8 +1,9 @@
 """``MS365CredentialsPlugin``: an authenticated ``O365.Account`` for a BotCity bot.
 
-Wiring only: where the app credentials come from (:mod:`.app_credentials`), where the
-token lives (:mod:`.stores`), how a person consents (:mod:`.consent`), and the O365
-account built on them (:mod:`._o365`).
+The composition root, wiring only: settings (:mod:`.settings`) -> Maestro (:mod:`._maestro`)
+-> where the token lives (:mod:`.stores`) -> the token's lifecycle (:mod:`.lifecycle`) ->
+where the app credentials come from (:mod:`.app_credentials`) -> the O365 account built on
+them (:mod:`._o365`); and how a person consents (:mod:`.consent`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from urllib.parse import urlsplit
 from O365 import Account
 
 from . import _o365
-from ._clock import CLOCK
 from ._maestro import MaestroVault, is_online, runner_sdk, started_by_runner
 from .app_credentials import (
     AppCredentials,
@@ -33,11 +33,10 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .persistence import Fallback
+from .lifecycle import TokenLifecycle
 from .scopes import Scopes, missing_permissions, resolve_permissions
 from .settings import Settings
 from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
-from .tokens import fresh_enough, identity
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +123,19 @@ class MS365CredentialsPlugin:
         self._vault = MaestroVault(maestro) if maestro is not None and is_online(maestro) else None
         if maestro is not None and self._vault is None:
             log.info("BotCity Maestro is not connected (offline mode): using the local file")
+        self._app_only = auth_flow == "app"
+        token_label = token_label or credential_label
+        self._store: TokenStore
+        if self._app_only:
+            self._store = MemoryTokenStore()
+        elif self._vault is not None and token_label:
+            self._store = MaestroTokenStore(self._vault, token_label, token_key)
+        else:
+            self._store = FileTokenStore(token_path)
+        self._lifecycle = TokenLifecycle(
+            self._store, coordinate=settings.coordinate, retry_budget=settings.retry_seconds,
+            fallback=self._store.fallback() if isinstance(self._store, MaestroTokenStore)
+            else None, alert=self._refused)
 
         try:
             self._app: AppCredentials = resolve_app_credentials(
@@ -133,32 +145,28 @@ class MS365CredentialsPlugin:
                 else None, client_certificate_thumbprint=client_certificate_thumbprint,
                 client_certificate_password=client_certificate_password,
             )
-        except StoreUnavailable as exc:
-            self._app = self._app_while_maestro_is_down(
-                exc, tenant_id, None if auth_flow == "app" else token_label or credential_label,
-                token_key)
-        self._app_only = auth_flow == "app"
+        except StoreUnavailable:
+            # Maestro holds the app's secret and is unreachable: a still-valid token kept
+            # on this machine lets the bot work (its access token needs no secret) until
+            # it expires
+            kept = self._lifecycle.kept_client_id()
+            if not kept:
+                raise
+            self._app = AppCredentials(kept, "", tenant_id or "common", "the token kept on "
+                                       "this machine (Maestro is unreachable)")
+            self._lifecycle.secret_unknown = True
         if self._app_only and self._app.tenant_id in ("common", "organizations", "consumers"):
             raise ConfigurationError(
                 "auth_flow='app' needs the tenant: pass tenant_id (or set MS365_TENANT_ID, "
                 "or the key tenant_id of the Maestro credential) to your tenant's id or "
                 "domain, such as contoso.onmicrosoft.com.")
-        token_label = token_label or credential_label
-        self._store: TokenStore
-        if self._app_only:
-            self._store = MemoryTokenStore()
-        elif self._vault is not None and token_label:
-            self._store = MaestroTokenStore(self._vault, token_label, token_key)
-        else:
-            self._store = FileTokenStore(token_path)
-        self._store.coordinate = settings.coordinate
         self._credential_label = credential_label
         self._consent = consent
         self._timeout = settings.consent_timeout
         self._account = _o365.build_account(
             self._app.client_id, self._app.credential,
             tenant_id=self._app.tenant_id,
-            token_backend=self._store,
+            lifecycle=self._lifecycle,
             app_only=self._app_only,
             authority_host=_url(
                 authority_host or settings.authority_host or _o365.DEFAULT_AUTHORITY_HOST,
@@ -168,7 +176,6 @@ class MS365CredentialsPlugin:
             timeout=settings.http_timeout,
             retry_budget=settings.retry_seconds,
         )
-        self._account.con.on_refused = self._refused
         if self._vault is not None and credential_label and self._app.source.startswith(
                 "Maestro"):
             #: the credential's keys as the app's credential was made from (a read that
@@ -176,8 +183,6 @@ class MS365CredentialsPlugin:
             self._app_keys = credential_keys(self._vault.read(credential_label))
             self._vault.watch(credential_label, self._app_credentials_read)
             self._account.con.new_secret = self._new_secret
-        #: True inside the plugin's own checks, which report a rejection themselves.
-        self._checking = False
         log.info("Microsoft 365 app credentials (%s) from %s; token in %s",
                  self._app.describe(), self._app.source, self._store.location)
 
@@ -314,19 +319,6 @@ class MS365CredentialsPlugin:
                              progress=progress)
 
     # -- internals --------------------------------------------------------------------
-    def _app_while_maestro_is_down(self, exc: StoreUnavailable, tenant_id: str | None,
-                                   label: str | None, key: str) -> AppCredentials:
-        """Maestro holds the app's secret and is unreachable: a still-valid token kept
-        on this machine lets the bot work (its access token needs no secret) until it
-        expires."""
-        local = (Fallback(self._vault.server, self._vault.organization, label, key).kept()
-                 if self._vault is not None and label else None)
-        client_id = identity(local)[0] if local else None
-        if not client_id or not fresh_enough(local, CLOCK.now()):
-            raise exc
-        return AppCredentials(client_id, "", tenant_id or "common",
-                              "the token kept on this machine (Maestro is unreachable)")
-
     def _new_secret(self) -> bool:
         """Microsoft refused the client secret: read the credential again; True when it
         holds another secret (now in use)."""
@@ -420,10 +412,9 @@ class MS365CredentialsPlugin:
         """Microsoft refused a refresh (a dead refresh token, an expired or wrong secret,
         conditional access): the bot gets the error; the operator gets one Maestro alert
         per process saying what to do. Inside the plugin's own checks a token a person
-        must renew is reported by :meth:`authenticate`, with more to say."""
+        must renew is reported by :meth:`authenticate`, with more to say (the lifecycle
+        does not call this inside its checks)."""
         if isinstance(error, AuthorizationRequired):
-            if self._checking:
-                return
             command = self._login_command(_o365.granted_permissions(self._account))
             self._notify("Microsoft 365 authorization required",
                          f"The token in {self._store.location} stopped working: {error} "
@@ -435,26 +426,4 @@ class MS365CredentialsPlugin:
                      f"{self._store.location}: {error}", error=True, once=self._stopped)
 
     def _ensure_usable(self) -> None:
-        self._checking = True
-        try:
-            self._check_usable()
-        finally:
-            self._checking = False
-
-    def _check_usable(self) -> None:
-        con = self._account.con
-        if con.rejected is not None:
-            raise con.rejected
-        if self._app_only:
-            if not _o365.access_token_valid(self._account):
-                con.refresh_token()
-            return
-        if not self._store.has_data and not con.load_token_from_backend():
-            raise AuthorizationRequired(f"No token is stored in {self._store.location}.")
-        if _o365.access_token_valid(self._account):
-            return
-        if not _o365.has_refresh_token(self._account):
-            raise AuthorizationRequired(
-                f"The token in {self._store.location} has expired and has no refresh token."
-            )
-        con.renew()
+        self._lifecycle.check(app_only=self._app_only)

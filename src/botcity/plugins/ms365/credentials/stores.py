@@ -4,8 +4,8 @@
 Both are ``O365.utils.token.BaseTokenBackend`` subclasses (themselves msal's token cache):
 O365 loads them at start and they save after the first authorization and after every
 renewal. The text they keep is a token document (``tokens.py``), in a place
-(``persistence.py``); when to renew and what to write after is the :class:`Renewer`'s
-(``renewal.py``).
+(``persistence.py``); when to renew, and what to do when a place fails, is the
+:class:`~.lifecycle.TokenLifecycle`'s. A store is O365's backend and nothing more.
 
 Rules every store keeps:
 
@@ -33,14 +33,11 @@ from .discovery import KEY as DISCOVERY_KEY
 from .discovery import Discovery
 from .errors import StoreError, StoreUnavailable, TokenFormatError
 from .persistence import Fallback, FileText, MaestroText, MemoryText, TextPersistence
-from .renewal import SETTLE, Renewer, Schedule
-from .settings import ENV_COORDINATE
+from .renewal import SETTLE
 from .tokens import (
     META_KEY,
     client_type,
-    fresh_enough,
     generation,
-    identity,
     issued_at,
     meta,
     parse_token,
@@ -52,6 +49,16 @@ from .tokens import (
 log = logging.getLogger(__name__)
 
 DEFAULT_FILENAME = "o365_token.txt"
+
+
+class UnsavedToken(Exception):
+    """A renewed token the store could not take: ``error`` says why, ``text`` is what it
+    would have written (the lifecycle may keep it elsewhere)."""
+
+    def __init__(self, error: StoreError, text: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.text = text
 
 
 class TokenStore(BaseTokenBackend):
@@ -69,8 +76,6 @@ class TokenStore(BaseTokenBackend):
         self.persistence = persistence
         self.clock = clock
         self.read_only = read_only
-        #: Follow the rules of renewal.py (``MS365_COORDINATE_REFRESH=0`` turns them off).
-        self.coordinate = os.environ.get(ENV_COORDINATE, "").strip() != "0"
         #: "public" for a token from the device code flow (refreshed without the secret).
         self.client_type = "confidential"
         #: The generation of the token held (as loaded, taken from another bot, or saved).
@@ -79,7 +84,6 @@ class TokenStore(BaseTokenBackend):
         self._from_store = False
         #: msal's discovery answers, saved with the token (see ``discovery.py``).
         self.discovery = Discovery()
-        self.renewer = Renewer(self, clock=clock)
 
     @property
     def location(self) -> str:
@@ -89,15 +93,6 @@ class TokenStore(BaseTokenBackend):
     @property
     def removal(self) -> str:
         return self.persistence.removal
-
-    @property
-    def schedule(self) -> Schedule:
-        """When this bot renews the access token (see ``renewal.py``)."""
-        return self.renewer.schedule
-
-    @schedule.setter
-    def schedule(self, schedule: Schedule) -> None:
-        self.renewer.schedule = schedule
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location})"
@@ -116,9 +111,9 @@ class TokenStore(BaseTokenBackend):
                               now=self.clock.now() if now is None else now)
 
     def serialize(self) -> str:
-        return self._text(self.generation)
+        return self.text(self.generation)
 
-    def _text(self, stamp: int) -> str:
+    def text(self, stamp: int) -> str:
         """The held token as stored text, its ``botcity`` entry saying generation
         ``stamp``."""
         with self._lock:
@@ -157,7 +152,7 @@ class TokenStore(BaseTokenBackend):
         """O365's save. ``force=True``: a person just signed in; the token replaces what
         is stored (absent or readable, never a value that cannot be read), and a store
         that fails raises, since someone is there to act on it. Otherwise (O365 after a
-        refresh of its own) as after a renewal: see :meth:`write_refreshed`."""
+        refresh of its own) as after a renewal: see :meth:`save_renewed`."""
         with self._lock:
             if not self._cache.get("RefreshToken") and not self._cache.get("AccessToken"):
                 log.debug("Nothing to save to %s: the cache holds no token", self.location)
@@ -166,7 +161,10 @@ class TokenStore(BaseTokenBackend):
         if force:
             self.replace_stored()
         elif changed:
-            self.write_refreshed()
+            try:
+                self.save_renewed()
+            except UnsavedToken as unsaved:
+                raise unsaved.error from None
         return True
 
     def keep_only_account(self, home_account_id: str) -> None:
@@ -189,24 +187,7 @@ class TokenStore(BaseTokenBackend):
             self._cache = {}
         return self.persistence.remove()
 
-    def should_refresh_token(self, con: Any = None, *, username: str | None = None) -> None:
-        """O365's hook before a refresh (after Graph answered 401): the store renews
-        itself (``None``), taking another bot's token or refreshing (see ``renewal.py``)."""
-        con.renew()
-        return None
-
-    # -- sharing the token between bots (see renewal.py) ----------------------------------
-    def coordinating(self) -> bool:
-        """Whether this bot follows the rules of ``renewal.py`` (off with
-        ``MS365_COORDINATE_REFRESH=0``, read when the store was made)."""
-        return self.shared and self.coordinate
-
-    def refresh_due(self, username: str | None = None) -> bool:
-        """Whether this bot should renew the access token now (see ``renewal.py``)."""
-        if not self.has_data:
-            return False
-        return self.renewer.due(self.get_access_token(username=username))
-
+    # -- what the lifecycle reads and writes (see lifecycle.py) ------------------------------
     def cache_snapshot(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._cache)
@@ -253,12 +234,17 @@ class TokenStore(BaseTokenBackend):
         self.persistence.save(with_meta(cache, {**entry, "renewing": {"by": by,
                                                                       "until": until}}))
 
-    def write_refreshed(self) -> str:
+    def put(self, data: dict[str, Any]) -> None:
+        """Write the token document ``data`` as it is (its ``botcity`` entry included)."""
+        self.persistence.save(with_meta({k: v for k, v in data.items() if k != META_KEY},
+                                        meta(data)))
+
+    def save_renewed(self) -> str:
         """After a refresh: read the store, and write the held token as the next
         generation of what it holds. Says what happened: ``saved``; ``newer kept``
         (another bot saved a token still good meanwhile: it is used); ``not written``
-        (the store holds no token any more, or one that cannot be read: left as it is);
-        or what :meth:`_unsaved` did when the store failed."""
+        (the store holds no token any more, or one that cannot be read: left as it is).
+        :class:`UnsavedToken` when the store failed."""
         if self.read_only:
             return "not written (read-only)"
         try:
@@ -268,7 +254,7 @@ class TokenStore(BaseTokenBackend):
                         "written over it (%s to start over)", self.location, self.removal)
             return "not written (unreadable)"
         except StoreError as exc:
-            return self._unsaved(exc, self._text(self.generation + 1))
+            raise UnsavedToken(exc, self.text(self.generation + 1)) from None
         if stored is None and self._from_store:
             log.warning("The token was removed from %s (logout?); the renewed token is not "
                         "written back", self.location)
@@ -293,26 +279,17 @@ class TokenStore(BaseTokenBackend):
         self.generation = generation(stored) + 1
         self.persistence.save(self.serialize())
         self._from_store = True
-        self._forget_fallback()
 
     def _write(self, next_generation: int) -> str:
-        text = self._text(next_generation)
+        text = self.text(next_generation)
         try:
             self.persistence.save(text)
         except StoreError as exc:
-            return self._unsaved(exc, text)
+            raise UnsavedToken(exc, text) from None
         self.generation = next_generation
         self._from_store = True
-        self._forget_fallback()
         log.debug("Token saved to %s", self.location)
         return "saved"
-
-    def _unsaved(self, exc: StoreError, text: str) -> str:
-        """The store failed while saving a renewed token (``text``)."""
-        raise exc
-
-    def _forget_fallback(self) -> None:
-        """A save went through: nothing waits elsewhere (stores with a fallback)."""
 
     # -- for operators (the CLI) ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -366,90 +343,21 @@ class MemoryTokenStore(TokenStore):
 
 class MaestroTokenStore(TokenStore):
     """The token in key ``key`` of the BotCity Maestro credential ``label``, so every
-    Runner of the workspace can use it. The other keys of the set are never touched.
-
-    When Maestro cannot take a renewed token (down, failing, refusing), the bot goes on
-    with the token in memory and keeps it on this machine (:class:`Fallback`: one file
-    per workspace, label and key), warning once. The next start writes it to Maestro,
-    but only over an older token of the same app and account: never where the token was
-    removed (``logout`` stays logged out), never into another workspace, and never from a
-    ``read_only`` store. When Maestro is unreachable at start, a still-valid token kept
-    here is used, and the log says so.
-    """
+    Runner of the workspace can use it. The other keys of the set are never touched. What
+    happens when Maestro is down is the lifecycle's (``lifecycle.py``): the token waits on
+    this machine (:meth:`fallback`)."""
 
     def __init__(self, vault: MaestroVault, label: str, key: str = "token", *,
                  read_only: bool = False) -> None:
         persistence = MaestroText(vault, label, key)
         super().__init__(persistence, read_only=read_only)
         self.label, self.key = persistence.label, persistence.key
-        self.fallback = Fallback(vault.server, vault.organization, label, key)
-        self._warned = False
+        self._where = (vault.server, vault.organization)
 
-    def load_token(self) -> bool:
-        try:
-            stored = self.read_stored(max_age=None)
-        except StoreUnavailable as exc:
-            local = self.fallback.kept()
-            if local is None or not fresh_enough(local, self.clock.now()):
-                raise StoreUnavailable(f"{exc} No still-valid token was kept on this machine "
-                                       f"either ({self.fallback.where}).",
-                                       status=exc.status) from None
-            log.warning("%s Using the token kept on this machine (saved %s, %s) until "
-                        "Maestro is back.", exc, meta(local).get("saved_at", "?"),
-                        self.fallback.where)
-            self.adopt(local)
-            return True
-        stored = self._reconcile(stored)
-        if stored is None:
-            log.debug("No token in %s", self.location)
-            return False
-        self.adopt(stored)
-        return True
-
-    def _reconcile(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
-        """A token kept on this machine goes to Maestro only over an older token of the
-        same app and account; otherwise it is obsolete and removed."""
-        if self.read_only:
-            return stored
-        local = self.fallback.kept()
-        if local is None:
-            return stored
-        if stored is None or identity(local) != identity(stored) or (
-                generation(local) <= generation(stored)):
-            log.info("The token kept on this machine (%s) is not newer than %s, or not "
-                     "for the same app and account, or was logged out: removed it",
-                     self.fallback.where, self.location)
-            self.fallback.discard()
-            return stored
-        try:
-            self.persistence.save(with_meta({k: v for k, v in local.items() if k != META_KEY},
-                                            meta(local)))
-        except StoreError as exc:
-            log.warning("The token kept on this machine while Maestro was unreachable could "
-                        "not be written to Maestro yet (%s); it stays in %s", exc,
-                        self.fallback.where)
-            return local
-        self.fallback.discard()
-        log.info("Wrote the token kept on this machine while Maestro was unreachable to %s",
-                 self.location)
-        return local
-
-    def _unsaved(self, exc: StoreError, text: str) -> str:
-        kept = self.fallback.keep(text)
-        if not self._warned:
-            self._warned = True
-            log.warning("%s The renewed token is %s and will be written to Maestro at the "
-                        "next start.", exc, f"kept in {self.fallback.where}" if kept else
-                        "in this bot's memory only")
-        return "kept on this machine" if kept else "in memory only"
-
-    def _forget_fallback(self) -> None:
-        self.fallback.discard()
-
-    def delete_token(self) -> bool:
-        removed = super().delete_token()
-        self.fallback.discard()
-        return removed
+    def fallback(self) -> Fallback:
+        """Where this credential's token waits on this machine while Maestro cannot take it
+        (one file per workspace, label and key)."""
+        return Fallback(*self._where, self.label, self.key)
 
 
 def fallback_path(server: str, label: str, key: str, organization: str = "") -> Path:

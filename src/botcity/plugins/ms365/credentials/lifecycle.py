@@ -1,0 +1,487 @@
+"""One owner of "a usable shared token": :class:`TokenLifecycle`.
+
+The scenario: many bot processes (on many Runners) load the same stored token, so their
+access tokens expire at the same moment. Refreshing at expiry, they would all refresh at
+once (a burst on Microsoft's token endpoint, which throttles and detects loops:
+AADSTS50196) and race to write the store. Each process has one lifecycle; the connection
+calls it before every Graph request (:meth:`TokenLifecycle.before_request`), and it alone
+decides when to renew, looks at the store, claims, refreshes, writes the next generation,
+postpones after a failure, backs off a request loop, falls back to this machine when
+Maestro is down, and holds the state of a token Microsoft refused (with its one alert).
+*When* (the refresh window and each bot's moment in it) is ``renewal.py``'s, pure and
+clock-driven; *how a write is made safe* (over a fresh read, never over a newer or removed
+token) is the store's (``stores.py``).
+
+The rules each lifecycle keeps:
+
+1. **Renew early, at a moment of one's own.** Each bot renews its access token before it
+   expires, at a moment drawn at random in the token's refresh window (``renewal.py``).
+2. **The last renewer goes first, alone.** The bot that renewed the token draws its
+   moment in the first tenth of the next window and refreshes without looking; the others
+   draw in the rest and look first. While it runs, it renews alone.
+3. **Look before refreshing** (all but the leader). When due, read the store once. If
+   another bot stored a newer token that is not yet due, use it: no refresh.
+4. **One renews an expired token for all.** A token that has already expired (bots that
+   start after a quiet period, together) is claimed: the bot writes a claim into the
+   token's ``botcity`` entry over a read at most ``settle / 2`` old, waits ``settle``
+   seconds (:data:`.renewal.SETTLE` for Maestro), reads again, and refreshes only if the
+   claim is still its own. The others wait (reading every :data:`.renewal.POLL` seconds,
+   at most until the claim lapses) for the token it stores; a claimer whose refresh fails
+   takes its claim back.
+5. **Write what is newer, over what was read just before** (the store's
+   :meth:`~.stores.TokenStore.save_renewed`): the new token is written as the next
+   generation of the one read; when another bot saved meanwhile, its token is used
+   instead. A token is never written where there is none any more (``logout`` stays
+   logged out), nor over a value that cannot be read.
+
+The concurrency rule in plain words: one thread of a process renews at a time (a lock);
+between processes nothing is locked, the store is only read and written whole, and every
+decision is made on a read at most ``settle / 2`` old.
+
+Cost: nothing while the access token is valid and not due. The leader's renewal: one
+token request, one read, one write. A bot that finds another's token: one read. A start
+on an expired token: the claim (one write), its read back, and ``settle`` seconds more.
+When the store cannot be read, the bot refreshes on its own: being able to work matters
+more than saving a request. ``MS365_COORDINATE_REFRESH=0`` turns rules 1-4 off (each bot
+refreshes at expiry without looking).
+
+What it guarantees: two bots refresh the same token only when one comes due while the
+other's refresh is under way (read, token request, write: ``d``, about a second against
+Microsoft and Maestro): with ``N`` bots over a window ``W`` and no leader, about
+``(N - 1) * d / W`` (16 bots, hour-long tokens, ``d`` = 2 s: 5%). At a start on an
+expired token, every claim is written within ``settle / 2`` of a read that saw no claim,
+so the last claim lands before any claimer reads back: one bot refreshes, unless a
+claim's write takes longer than that to reach the store. An extra refresh costs a token
+request, never the authorization: Microsoft does not revoke a refresh token when it
+issues a new one.
+
+Maestro down: at start, a still-valid token kept on this machine (:class:`Fallback`) lets
+the bot work until it expires; a renewed token Maestro cannot take is kept there and
+written to Maestro at the next start, only over an older token of the same app and
+account. A refusal by Microsoft (a dead refresh token, conditional access, a wrong
+secret): the error is raised to the bot, the operator gets one alert, and a token a
+person must renew is not tried again until a sign-in.
+
+Everything reaches Microsoft through ``refresh`` (given by the connection: ask for a new
+token and put it in the store's memory, raising the plugin's errors), so the lifecycle
+runs against an in-memory store, a fake clock and a fake ``refresh`` in the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._clock import CLOCK, Clock
+from .errors import (
+    AuthorizationError,
+    AuthorizationRequired,
+    MS365CredentialsError,
+    ServiceUnavailable,
+    StoreError,
+    StoreUnavailable,
+    TokenFormatError,
+)
+from .persistence import Fallback
+from .renewal import LONGEST_CLAIM, POLL, Schedule
+from .stores import TokenStore, UnsavedToken
+from .tokens import (
+    claim,
+    fresh_enough,
+    generation,
+    identity,
+    meta,
+    newest_access_token,
+    usable_for,
+)
+
+log = logging.getLogger(__name__)
+
+#: What :meth:`TokenLifecycle._read` gives for a value that is not a token, and for a
+#: failed read.
+_UNREADABLE, _FAILED = object(), object()
+#: How long to wait before retry ``n`` after Azure AD detected a request loop (AADSTS50196).
+LOOP_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0)
+
+
+def _no_refresh() -> None:
+    raise RuntimeError("TokenLifecycle.refresh was not set (the connection sets it)")
+
+
+class TokenLifecycle:
+    """The shared token as one bot process sees it (see the module's docstring).
+
+    ``refresh()`` asks Microsoft for a new token and puts it in ``store``'s memory (the
+    connection sets it); ``fallback``: where a token waits when Maestro cannot take it
+    (Maestro stores only); ``coordinate``: follow rules 1-4; ``retry_budget``: seconds a
+    renewal may be kept retrying (how long a claim holds follows from it); ``alert(error)``:
+    tell the operator that Microsoft refused a renewal (called once per refusal outside
+    :meth:`check`, whose caller reports)."""
+
+    def __init__(self, store: TokenStore, *, fallback: Fallback | None = None,
+                 coordinate: bool = True, retry_budget: float = 60.0,
+                 alert: Callable[[AuthorizationError], None] | None = None,
+                 clock: Clock = CLOCK, sleep: Callable[[float], None] = time.sleep,
+                 refresh: Callable[[], None] = _no_refresh) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.coordinate = coordinate and store.shared
+        self.retry_budget = retry_budget
+        self.alert = alert
+        self.clock = clock
+        self.sleep = sleep
+        self.refresh = refresh
+        self.schedule = Schedule(clock=clock)
+        #: Seconds between writing a claim and reading whether it held (the store's).
+        self.settle = store.settle
+        #: How long this bot's claims hold: as long as it may be kept retrying.
+        self.claim_seconds = min(LONGEST_CLAIM - 10, retry_budget + 10)
+        #: This bot's name in claims (no meaning outside the store).
+        self.me = secrets.token_hex(6)
+        #: What the last renewal did with the new token (:meth:`.TokenStore.save_renewed`).
+        self.outcome = ""
+        #: How many tokens this process got from Microsoft (benchmarks and tests count).
+        self.refresh_count = 0
+        #: Set when Microsoft refused the refresh token: dead until a person signs in.
+        self.rejected: AuthorizationRequired | None = None
+        #: The app's secret is unknown (Maestro was down when the bot started): the token
+        #: kept on this machine works until it expires, and cannot be renewed.
+        self.secret_unknown = False
+        self._lock = threading.RLock()
+        self._checking = False
+        self._warned = False
+
+    # -- at start ------------------------------------------------------------------------
+    def load(self) -> bool:
+        """Load the stored token into the store's memory; False when none is stored. When
+        Maestro is unreachable, a still-valid token kept on this machine is used (or
+        :class:`StoreUnavailable` says neither can be had); a token kept here while Maestro
+        was down is written to Maestro first when it is newer."""
+        store = self.store
+        try:
+            stored = store.read_stored(max_age=None)
+        except StoreUnavailable as exc:
+            local = self.fallback.kept() if self.fallback is not None else None
+            if self.fallback is None:
+                raise
+            if local is None or not fresh_enough(local, self.clock.now()):
+                raise StoreUnavailable(f"{exc} No still-valid token was kept on this machine "
+                                       f"either ({self.fallback.where}).",
+                                       status=exc.status) from None
+            log.warning("%s Using the token kept on this machine (saved %s, %s) until "
+                        "Maestro is back.", exc, meta(local).get("saved_at", "?"),
+                        self.fallback.where)
+            store.adopt(local)
+            return True
+        stored = self._reconcile(stored)
+        if stored is None:
+            log.debug("No token in %s", store.location)
+            return False
+        store.adopt(stored)
+        return True
+
+    def kept_client_id(self) -> str | None:
+        """The app of a still-valid token kept on this machine (None: none), for a bot whose
+        app secret is in an unreachable Maestro: its access token needs no secret."""
+        local = self.fallback.kept() if self.fallback is not None else None
+        if local is None or not fresh_enough(local, self.clock.now()):
+            return None
+        return identity(local)[0]
+
+    def _reconcile(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A token kept on this machine goes to Maestro only over an older token of the
+        same app and account; otherwise it is obsolete and removed."""
+        if self.fallback is None or self.store.read_only:
+            return stored
+        local = self.fallback.kept()
+        if local is None:
+            return stored
+        if stored is None or identity(local) != identity(stored) or (
+                generation(local) <= generation(stored)):
+            log.info("The token kept on this machine (%s) is not newer than %s, or not "
+                     "for the same app and account, or was logged out: removed it",
+                     self.fallback.where, self.store.location)
+            self.fallback.discard()
+            return stored
+        try:
+            self.store.put(local)
+        except StoreError as exc:
+            log.warning("The token kept on this machine while Maestro was unreachable could "
+                        "not be written to Maestro yet (%s); it stays in %s", exc,
+                        self.fallback.where)
+            return local
+        self.fallback.discard()
+        log.info("Wrote the token kept on this machine while Maestro was unreachable to %s",
+                 self.store.location)
+        return local
+
+    # -- the hook before every request ----------------------------------------------------
+    def before_request(self) -> bool:
+        """Renew the access token when this bot's moment has come; True when the token
+        held changed (the connection applies it). While the access token still works, a
+        failed early renewal only postpones the next try to its expiry (the bot goes on;
+        the error comes then, if it lasts)."""
+        if self.rejected is not None and not self._access_token_works():
+            raise self.rejected
+        if not self.due():
+            return False
+        with self._lock:
+            if not self.due():  # another thread of this bot renewed meanwhile
+                return True
+            token = self._held()
+            try:
+                self.renew()
+            except MS365CredentialsError as exc:
+                if token is None or float(token.get("expires_on", 0)) <= self.clock.now() + 1:
+                    raise
+                self.schedule.not_before_expiry(token)
+                log.warning("Could not renew the access token before it expires (%s); going "
+                            "on with it, and trying again when it expires in %.0f s", exc,
+                            float(token["expires_on"]) - self.clock.now())
+                return False
+        return True
+
+    def due(self) -> bool:
+        """Whether this bot should renew the access token it holds now (rule 1)."""
+        if not self.store.has_data:
+            return False
+        entry = self._held()
+        if entry is None:
+            return True
+        if self.schedule.postponed(entry):
+            return False
+        held = {"AccessToken": {"held": entry}}
+        if not self.coordinate:
+            return not fresh_enough(held, self.clock.now())
+        if usable_for(held, self.clock.now()) <= 0:
+            return True
+        return self.schedule.due(entry)
+
+    def check(self, *, app_only: bool = False) -> None:
+        """Make sure the token can be used now, renewing it when its access token has
+        expired; :class:`AuthorizationRequired` (no alert: the caller reports) when a
+        person must sign in."""
+        with self._lock:
+            self._checking = True
+            try:
+                self._check(app_only)
+            finally:
+                self._checking = False
+
+    def _check(self, app_only: bool) -> None:
+        store = self.store
+        if self.rejected is not None:
+            raise self.rejected
+        if app_only:
+            if not self._access_token_works():
+                self.refresh_now()
+            return
+        if not store.has_data and not self.load():
+            raise AuthorizationRequired(f"No token is stored in {store.location}.")
+        if self._access_token_works():
+            return
+        if not store.get_refresh_token():
+            raise AuthorizationRequired(
+                f"The token in {store.location} has expired and has no refresh token.")
+        self.renew()
+
+    def signed_in(self) -> None:
+        """A person signed in: the new token replaced the stored one; nothing is refused
+        any more, and nothing waits on this machine."""
+        self.rejected = None
+        if self.fallback is not None:
+            self.fallback.discard()
+
+    # -- renewing ------------------------------------------------------------------------
+    def renew(self) -> bool:
+        """Get a usable access token: another bot's through the store, or a refreshed one
+        (rules 2-5), one thread of this bot at a time: True when this bot refreshed. When
+        Azure AD detects a request loop (AADSTS50196: throttling, the token is fine), wait
+        and look again, within the retry budget: another bot has often renewed meanwhile."""
+        with self._lock:
+            deadline = time.monotonic() + self.retry_budget
+            for wait in (*LOOP_BACKOFF, None):
+                try:
+                    refreshed = self._renew_once()
+                    break
+                except ServiceUnavailable as exc:
+                    if exc.code != "AADSTS50196" or wait is None or (
+                            time.monotonic() + wait > deadline):
+                        raise
+                    log.warning("Microsoft throttles a request loop (AADSTS50196); looking "
+                                "again in %.0f s", wait)
+                    self.sleep(wait)
+            self.rejected = None
+            return refreshed
+
+    def refresh_now(self) -> bool:
+        """Refresh now, then write the new token over a read made after the refresh (rule
+        5); what happened to it is in :attr:`outcome`."""
+        with self._lock:
+            self._refresh()
+            self.schedule.leading = True
+            self.outcome = self._save()
+            if self.outcome == "newer kept":
+                self.schedule.leading = False
+            return True
+
+    def _refresh(self) -> None:
+        """``refresh()``, with what a refusal means for this bot and its operator."""
+        if self.secret_unknown and self.store.client_type != "public":
+            raise StoreUnavailable(
+                "The access token expired, and the client secret is kept in Maestro, which "
+                "was unreachable when the bot started. Run the bot again once Maestro is "
+                "back.")
+        try:
+            self.refresh()
+        except AuthorizationError as exc:
+            if isinstance(exc, AuthorizationRequired):
+                self.rejected = exc
+            if self.alert is not None and not self._checking:
+                self.alert(exc)
+            raise
+        self.refresh_count += 1
+
+    def _save(self) -> str:
+        try:
+            return self.store.save_renewed()
+        except UnsavedToken as unsaved:
+            return self._unsaved(unsaved.error, unsaved.text)
+
+    def _unsaved(self, exc: StoreError, text: str) -> str:
+        """The store failed while saving a renewed token (``text``): keep it on this
+        machine (Maestro stores), warning once; other stores raise."""
+        if self.fallback is None:
+            raise exc
+        kept = self.fallback.keep(text)
+        if not self._warned:
+            self._warned = True
+            log.warning("%s The renewed token is %s and will be written to Maestro at the "
+                        "next start.", exc, f"kept in {self.fallback.where}" if kept else
+                        "in this bot's memory only")
+        return "kept on this machine" if kept else "in memory only"
+
+    def _renew_once(self) -> bool:
+        store = self.store
+        if not self.coordinate:
+            return self.refresh_now()
+        expired = usable_for(store.cache_snapshot(), self.clock.now()) <= 0
+        if self.schedule.leading and not expired:
+            return self.refresh_now()  # rule 2: the leader does not look
+        stored = self._read(max_age=self.settle / 2 if expired else 0.0)
+        if stored is _FAILED:
+            log.warning("Cannot read %s before refreshing; refreshing without looking",
+                        store.location)
+            return self.refresh_now()
+        if isinstance(stored, dict):
+            if self._adopt_if_newer(stored):
+                return False
+            if expired:
+                return self._renew_expired(stored)
+        # not due for another, or nothing (readable) stored: refresh; the write after it
+        # reads the store again and declines a removed or unreadable value
+        return self.refresh_now()
+
+    def _adopt_if_newer(self, stored: dict[str, Any]) -> bool:
+        """Take ``stored`` when another bot saved it after the token held and it is not
+        due yet; True when taken."""
+        if not self.store.saved_since(stored):
+            return False
+        self.schedule.leading = False
+        newest = newest_access_token(stored)
+        if newest is None or usable_for(stored, self.clock.now()) <= 0 or (
+                self.schedule.due(newest)):
+            # newer but already due: this bot refreshes, superseding it
+            self.store.generation = generation(stored)
+            return False
+        self.store.adopt(stored)
+        log.info("Another bot renewed the token; using it from %s", self.store.location)
+        return True
+
+    def _renew_expired(self, stored: dict[str, Any]) -> bool:
+        """Rule 4: claim the expired token, or wait for the bot that did. ``stored`` was
+        read at most ``settle / 2`` ago. Whenever the store shows no readable token any
+        more (a logout meanwhile), this bot refreshes for itself only: the write after
+        the refresh declines to put a token back."""
+        deadline = self.clock.now() + self.claim_seconds + POLL
+        claimed = False
+        while True:
+            holder = claim(stored, self.clock.now(), LONGEST_CLAIM)
+            if holder is None and not claimed:
+                try:
+                    self.store.write_claim(stored, self.me,
+                                           self.clock.now() + self.claim_seconds)
+                except StoreError:
+                    return self.refresh_now()
+                claimed = True
+                self.sleep(self.settle)  # then read back whose claim held
+            elif holder == self.me:
+                try:
+                    return self.refresh_now()
+                except Exception:
+                    self._give_up_claim()
+                    raise
+            elif holder is None or self.clock.now() >= deadline:
+                return self.refresh_now()  # the claim vanished, or waited long enough
+            else:
+                waited = self._wait_for(holder, deadline)
+                if not isinstance(waited, dict):
+                    return self.refresh_now()
+                if self._adopt_if_newer(waited):
+                    return False
+                claimed = False  # the claim lapsed (its bot stopped): claim anew
+            fresh = self._read(max_age=0.0)
+            if not isinstance(fresh, dict):
+                return self.refresh_now()
+            stored = fresh
+            if self._adopt_if_newer(stored):
+                return False
+
+    def _read(self, max_age: float) -> dict[str, Any] | None | object:
+        """The stored token; None when there is none; :data:`_UNREADABLE` or
+        :data:`_FAILED` when it cannot be read as a token, or at all."""
+        try:
+            return self.store.read_stored(max_age)
+        except TokenFormatError:
+            return _UNREADABLE
+        except StoreError:
+            return _FAILED
+
+    def _wait_for(self, holder: str, deadline: float) -> dict[str, Any] | None | object:
+        """Read every :data:`POLL` seconds until another bot's claim ends (its token is
+        stored, the claim lapses or the store shows no readable token any more) or the
+        deadline passes; return the last read."""
+        log.info("Another bot is renewing the expired token; waiting for it")
+        last: dict[str, Any] | None | object = _FAILED
+        while self.clock.now() < deadline:
+            self.sleep(POLL)
+            read = self._read(max_age=0.0)
+            if read is _FAILED:
+                continue
+            last = read
+            if not isinstance(read, dict) or self.store.saved_since(read) or (
+                    claim(read, self.clock.now(), LONGEST_CLAIM) != holder):
+                break
+        return last
+
+    def _give_up_claim(self) -> None:
+        """The claimer's refresh failed: remove its claim, so the others need not wait
+        for it (only while the store still holds that claim; best effort)."""
+        stored = self._read(max_age=0.0)
+        if isinstance(stored, dict) and claim(stored, self.clock.now(), LONGEST_CLAIM) == (
+                self.me):
+            self.store.write_claim(stored, None)
+
+    # -- the token held ------------------------------------------------------------------
+    def _held(self) -> dict[str, Any] | None:
+        return self.store.get_access_token()
+
+    def _access_token_works(self) -> bool:
+        """Whether the access token held is good for a while yet (``tokens.margin``)."""
+        token = self._held()
+        return bool(token) and fresh_enough({"AccessToken": {"held": token}},
+                                            self.clock.now())

@@ -50,6 +50,7 @@ from botcity.plugins.ms365.credentials.platform import (
     NoDataDir,
     WindowsCalls,
 )
+from botcity.plugins.ms365.credentials.settings import Settings
 
 
 def windows(file_type: int = FILE_TYPE_CHAR, console: bool = True, handle: object = 0x1C,
@@ -331,9 +332,11 @@ def test_no_data_folder_is_an_error_only_when_one_is_needed(system):
         platform.user_data_dir({}, system, no_home)
 
 
-def test_ms365_fallback_dir_wins(tmp_path):
-    assert fallback_folder({"MS365_FALLBACK_DIR": str(tmp_path),
-                            "LOCALAPPDATA": "C:\\x", "XDG_DATA_HOME": "/y"}) == tmp_path
+def test_ms365_fallback_dir_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALAPPDATA", "C:\\x")
+    monkeypatch.setenv("XDG_DATA_HOME", "/y")
+    chosen = Settings.from_environ({"MS365_FALLBACK_DIR": str(tmp_path)}).fallback_dir
+    assert fallback_folder(chosen) == tmp_path
 
 
 # -- processes ------------------------------------------------------------------------------

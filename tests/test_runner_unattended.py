@@ -60,7 +60,7 @@ def test_a_020_bot_on_a_runner_ends_with_the_unattended_error_and_one_alert(sand
 def test_a_runner_start_is_told_by_its_arguments(argv, runner):
     assert started_by_runner(argv) is runner
     # an stdin a person could answer on (an IDE's) does not matter on a Runner
-    assert is_unattended(None, {}, io.StringIO(), argv) is runner
+    assert is_unattended(None, io.StringIO(), argv) is runner
 
 
 def test_the_console_prompt_waits_at_most_the_consent_timeout():

@@ -16,6 +16,7 @@ from botcity.plugins.ms365.credentials import (
 )
 from botcity.plugins.ms365.credentials.consent import choose_mode, is_unattended
 from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+from botcity.plugins.ms365.credentials.settings import Settings
 
 
 def authorized_file(sandbox, tmp_path, scopes=(Scopes.MAIL_READ,)):
@@ -141,9 +142,10 @@ def test_unattended_detection(maestro, environ, stdin, expected, tmp_path):
     else:
         stream = None
     try:
-        assert is_unattended(maestro, environ, stream) is expected
-        assert choose_mode(None, maestro, environ, stream) == ("none" if expected
-                                                               else "console")
+        configured = Settings.from_environ(environ).consent
+        assert is_unattended(maestro, stream, consent=configured) is expected
+        assert choose_mode(configured or None, maestro, stream) == ("none" if expected
+                                                                    else "console")
     finally:
         if stream is not None:
             stream.close()
@@ -152,10 +154,11 @@ def test_unattended_detection(maestro, environ, stdin, expected, tmp_path):
 
 
 def test_explicit_consent_wins_over_detection():
-    assert choose_mode("none", None, {}, sys.stdin) == "none"
-    assert choose_mode(None, None, {"MS365_CONSENT": "console"}, io.StringIO()) == "console"
+    assert choose_mode("none", None, sys.stdin) == "none"
+    configured = Settings.from_environ({"MS365_CONSENT": "console"}).consent
+    assert choose_mode(configured, None, io.StringIO()) == "console"
     handler = lambda url: url  # noqa: E731
-    assert choose_mode(handler, FakeMaestro(5), {}, None) is handler
+    assert choose_mode(handler, FakeMaestro(5), None) is handler
 
 
 def test_a_refresh_token_rejected_during_a_run_raises_and_alerts_maestro_once(sandbox,

@@ -71,6 +71,7 @@ from .errors import (
 )
 from .lifecycle import TokenLifecycle
 from .scopes import RESERVED, permission_name
+from .settings import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,11 @@ for _name in ("O365.connection", "O365.utils.token", "msal.application", "msal.t
 
 
 # -- the seams -------------------------------------------------------------------------
-def _is_loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
 def graph_protocol(graph_url: str) -> MSGraphProtocol:
     """O365's Graph protocol for ``graph_url``. Permissions are prefixed with the Graph
     resource; a local emulator stands in for the public cloud, so it keeps
     ``https://graph.microsoft.com/``."""
-    resource = DEFAULT_GRAPH_URL if _is_loopback(graph_url) else graph_url.rstrip("/")
+    resource = DEFAULT_GRAPH_URL if is_loopback(graph_url) else graph_url.rstrip("/")
 
     class GraphProtocol(MSGraphProtocol):
         _protocol_url = graph_url.rstrip("/") + "/"
@@ -387,6 +384,25 @@ class PluginConnection(Connection):
         if self.lifecycle.before_request():
             self.update_session_auth_header()
         try:
+            return self._graph(url, method, **kwargs)
+        except requests.HTTPError as exc:
+            if _status(exc) != 401:
+                raise
+            # Graph refused an access token that is valid by its expiry (a revoked session,
+            # a signing key rolled over): renew it for all bots, and ask once more
+            self.lifecycle.refused_by_graph(_graph_error(exc))
+            self.update_session_auth_header()
+        try:
+            return self._graph(url, method, **kwargs)
+        except requests.HTTPError as exc:
+            if _status(exc) != 401:
+                raise
+            raise self.lifecycle.refused_again(_graph_error(exc)) from None
+
+    def _graph(self, url: str, method: str, **kwargs: Any) -> Any:
+        """One Graph request as O365 makes it (O365 renews after a 401 only when its own
+        clock says the access token expired: :meth:`_try_refresh_token`)."""
+        try:
             response = super().oauth_request(url, method, **kwargs)
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise ServiceUnavailable(
@@ -504,6 +520,23 @@ class PluginConnection(Connection):
                 f"{self.retry_budget:.0f} s while {doing} (throttling or an outage). "
                 "Try again later.")
         return result
+
+
+def _status(exc: requests.HTTPError) -> int | None:
+    return exc.response.status_code if exc.response is not None else None
+
+
+def _graph_error(exc: requests.HTTPError) -> str:
+    """Graph's error code and message of a refused request (``code: message``), without
+    anything of the request (its headers hold the token)."""
+    try:
+        error = exc.response.json().get("error", {}) if exc.response is not None else {}
+    except ValueError:
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    code, message = str(error.get("code") or "no code"), str(error.get("message") or "")
+    return f"{code}: {message}" if message else code
 
 
 class PluginAccount(Account):

@@ -24,7 +24,7 @@ from .settings import (
     ENV_CLIENT_CERTIFICATE_THUMBPRINT,
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
-    ENV_TENANT_ID,
+    AppEnvironment,
 )
 
 if TYPE_CHECKING:  # imported when a certificate is used: most bots have a secret
@@ -144,7 +144,7 @@ def find_app_credentials(
     *,
     vault: MaestroVault | None,
     label: str | None,
-    environ: Mapping[str, str],
+    env: AppEnvironment,
     client_certificate: str | None = None,
     client_certificate_thumbprint: str | None = None,
     client_certificate_password: str | None = None,
@@ -152,7 +152,7 @@ def find_app_credentials(
     """The app's credentials, or (when no place has any) the places searched. A place
     with a wrong or half credential is a :class:`ConfigurationError`."""
     searched: list[str] = []
-    env_tenant = environ.get(ENV_TENANT_ID)
+    env_tenant = env.tenant_id
 
     found = _Found("The arguments", ("client_id", "client_secret", "client_certificate",
                                      "client_certificate_thumbprint",
@@ -184,10 +184,8 @@ def find_app_credentials(
                    f"{ENV_CLIENT_CERTIFICATE})",
                    (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_CLIENT_CERTIFICATE,
                     ENV_CLIENT_CERTIFICATE_THUMBPRINT, ENV_CLIENT_CERTIFICATE_PASSWORD),
-                   _clean(environ.get(ENV_CLIENT_ID)), _clean(environ.get(ENV_CLIENT_SECRET)),
-                   _clean(environ.get(ENV_CLIENT_CERTIFICATE)),
-                   _clean(environ.get(ENV_CLIENT_CERTIFICATE_THUMBPRINT)),
-                   environ.get(ENV_CLIENT_CERTIFICATE_PASSWORD) or None)
+                   env.client_id, env.client_secret, env.certificate, env.thumbprint,
+                   env.password)
     if found.anything():
         return found.resolve(tenant_id or env_tenant or "common", "environment")
     searched.append(f"the environment variables {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} or "

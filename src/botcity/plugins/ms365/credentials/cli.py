@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuthorizationRequired, MS365CredentialsError, StoreError
+from .settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: as shells report a command stopped by Ctrl+C
@@ -92,7 +93,7 @@ def _plugin(args: argparse.Namespace, maestro: Any, **extra: Any) -> Any:
                          "client_secret and the token)")
     return MS365CredentialsPlugin(
         client_id=getattr(args, "client_id", None),
-        client_secret=os.environ.get("MS365_CLIENT_SECRET") if getattr(
+        client_secret=Settings.from_environ().app.client_secret if getattr(
             args, "client_id", None) else None,
         token_path=args.token_path, maestro=maestro, credential_label=args.label,
         token_label=args.token_label, token_key=args.token_key, tenant_id=args.tenant_id,
@@ -216,7 +217,7 @@ def _app_credential(args: argparse.Namespace, store: Any, report: dict[str, Any]
     try:
         app = find_app_credentials(getattr(args, "client_id", None), None, args.tenant_id,
                                    vault=vault, label=args.label if vault else None,
-                                   environ=os.environ)
+                                   env=Settings.from_environ().app)
     except MS365CredentialsError as exc:
         problems.append(f"the app's credential cannot be used: {exc}")
         return []
@@ -271,7 +272,8 @@ def cmd_logout(args: argparse.Namespace) -> int:
     from .stores import MaestroTokenStore
 
     if isinstance(store, MaestroTokenStore):
-        store.fallback().discard()  # nothing waits on this machine to be written back
+        # nothing waits on this machine to be written back
+        store.fallback(Settings.from_environ().fallback_dir).discard()
     kept = "; the credential's other keys stay" if maestro is not None else ""
     _out(f"Removed the token from {store.location}{kept}.")
     return EXIT_OK
@@ -299,9 +301,10 @@ def _file_plugin(args: argparse.Namespace, path: Path) -> Any:
         from ._maestro import MaestroVault
 
         vault = MaestroVault(_maestro(args))
+    env = Settings.from_environ().app
     app = resolve_app_credentials(
-        args.client_id, os.environ.get("MS365_CLIENT_SECRET") if args.client_id else None,
-        args.tenant_id, vault=vault, label=args.label, environ=os.environ)
+        args.client_id, env.client_secret if args.client_id else None,
+        args.tenant_id, vault=vault, label=args.label, env=env)
     return MS365CredentialsPlugin(app.client_id, app.client_secret, token_path=path,
                                   tenant_id=app.tenant_id)
 

@@ -35,7 +35,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,7 +49,7 @@ from .errors import (
     aadsts_code,
     explain,
 )
-from .settings import ENV_CONSENT
+from .settings import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,11 @@ def stdin_is_usable(stdin: TextIO | None) -> bool:
     return platform.person_at_keyboard(stdin)
 
 
-def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None,
-                  argv: Sequence[str] = ()) -> bool:
-    """Whether nobody can answer a consent prompt (see the module's docstring)."""
-    if environ.get(ENV_CONSENT, "").strip().lower() == "none":
+def is_unattended(maestro: Any, stdin: TextIO | None, argv: Sequence[str] = (),
+                  consent: str = "") -> bool:
+    """Whether nobody can answer a consent prompt (see the module's docstring);
+    ``consent``: the consent way configured (``MS365_CONSENT``)."""
+    if consent.strip().lower() == "none":
         return True
     if task_id(maestro) or started_by_runner(argv):
         return True
@@ -78,16 +79,16 @@ def is_unattended(maestro: Any, environ: Mapping[str, str], stdin: TextIO | None
 
 
 def choose_mode(
-    consent: str | ConsentHandler | None, maestro: Any, environ: Mapping[str, str],
-    stdin: TextIO | None, argv: Sequence[str] = (),
+    consent: str | ConsentHandler | None, maestro: Any, stdin: TextIO | None,
+    argv: Sequence[str] = (),
 ) -> str | ConsentHandler:
-    """The consent way to use: the explicit one, else ``MS365_CONSENT``, else by context
-    (``argv``: the process's arguments, ``sys.argv``)."""
-    chosen: str | ConsentHandler | None = consent or environ.get(ENV_CONSENT, "").strip() or None
+    """The consent way to use: the one chosen (an argument, else ``MS365_CONSENT``), else
+    by context (``argv``: the process's arguments, ``sys.argv``)."""
+    chosen: str | ConsentHandler | None = consent or None
     if callable(chosen):
         return chosen
     if chosen is None:
-        return "none" if is_unattended(maestro, environ, stdin, argv) else "console"
+        return "none" if is_unattended(maestro, stdin, argv) else "console"
     mode = chosen.strip().lower()
     if mode not in MODES:
         raise ConfigurationError(
@@ -104,7 +105,7 @@ def choose_mode(
 
 def _same_endpoint(url: str, redirect_uri: str) -> bool:
     got, want = urlsplit(url), urlsplit(redirect_uri)
-    local = want.hostname in ("localhost", "127.0.0.1")
+    local = is_loopback(redirect_uri)
     return (
         got.scheme == want.scheme
         and got.hostname == want.hostname

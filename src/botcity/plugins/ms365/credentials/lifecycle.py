@@ -119,8 +119,8 @@ class TokenLifecycle:
     connection sets it); ``fallback``: where a token waits when Maestro cannot take it
     (Maestro stores only); ``coordinate``: follow rules 1-4; ``retry_budget``: seconds a
     renewal may be kept retrying (how long a claim holds follows from it); ``alert(error)``:
-    tell the operator that Microsoft refused a renewal (called once per refusal outside
-    :meth:`check`, whose caller reports)."""
+    tell the operator that Microsoft refused a renewal (not for a token a person must renew
+    refused inside :meth:`check`: its caller reports that, with more to say)."""
 
     def __init__(self, store: TokenStore, *, fallback: Fallback | None = None,
                  coordinate: bool = True, retry_budget: float = 60.0,
@@ -154,6 +154,8 @@ class TokenLifecycle:
         self._lock = threading.RLock()
         self._checking = False
         self._warned = False
+        #: The access token Graph refused before its expiry (its secret; never logged).
+        self._refused_access: str | None = None
 
     # -- at start ------------------------------------------------------------------------
     def load(self) -> bool:
@@ -289,24 +291,54 @@ class TokenLifecycle:
                 f"The token in {store.location} has expired and has no refresh token.")
         self.renew()
 
+    def refused_by_graph(self, why: str) -> None:
+        """Graph answered 401 to the access token held, which is valid by its expiry (a
+        revoked session, a signing key rolled over; ``why``: Graph's code and message). It
+        is renewed as an expired one is: another bot's newer token when one was stored,
+        else one refresh for every bot that met the same refusal (rule 4)."""
+        with self._lock:
+            held = self._held()
+            if held is not None and held.get("secret") != self._refused_access:
+                log.warning("Microsoft Graph refused the access token before its expiry (%s); "
+                            "renewing it", why)
+                self._refused_access = held.get("secret")
+                self.renew(refused=True)
+
+    def refused_again(self, why: str) -> AuthorizationRequired:
+        """Graph refused the renewed access token too: the account cannot be used without a
+        person (the error, with its one alert; ``is_authenticated`` is False from now on)."""
+        error = AuthorizationRequired(
+            f"Microsoft Graph refused the access token of {self.store.location} even after "
+            f"it was renewed (HTTP 401, {why}): the account may be disabled, or its sessions "
+            "revoked. A person must sign in again: botcity-ms365 login.",
+            error="invalid_token")
+        held = self._held()
+        self._refused_access = held.get("secret") if held else None
+        self.rejected = error
+        if self.alert is not None:
+            self.alert(error)
+        return error
+
     def signed_in(self) -> None:
         """A person signed in: the new token replaced the stored one; nothing is refused
         any more, and nothing waits on this machine."""
         self.rejected = None
+        self._refused_access = None
         if self.fallback is not None:
             self.fallback.discard()
 
     # -- renewing ------------------------------------------------------------------------
-    def renew(self) -> bool:
+    def renew(self, *, refused: bool = False) -> bool:
         """Get a usable access token: another bot's through the store, or a refreshed one
-        (rules 2-5), one thread of this bot at a time: True when this bot refreshed. When
-        Azure AD detects a request loop (AADSTS50196: throttling, the token is fine), wait
-        and look again, within the retry budget: another bot has often renewed meanwhile."""
+        (rules 2-5), one thread of this bot at a time: True when this bot refreshed
+        (``refused``: Graph refused the one held, which counts as expired). When Azure AD
+        detects a request loop (AADSTS50196: throttling, the token is fine), wait and look
+        again, within the retry budget: another bot has often renewed meanwhile."""
         with self._lock:
             deadline = time.monotonic() + self.retry_budget
             for wait in (*LOOP_BACKOFF, None):
                 try:
-                    refreshed = self._renew_once()
+                    refreshed = self._renew_once(refused)
                     break
                 except ServiceUnavailable as exc:
                     if exc.code != "AADSTS50196" or wait is None or (
@@ -341,7 +373,9 @@ class TokenLifecycle:
         except AuthorizationError as exc:
             if isinstance(exc, AuthorizationRequired):
                 self.rejected = exc
-            if self.alert is not None and not self._checking:
+            # inside check(), the caller reports a token a person must renew itself
+            if self.alert is not None and not (
+                    self._checking and isinstance(exc, AuthorizationRequired)):
                 self.alert(exc)
             raise
         self.refresh_count += 1
@@ -365,11 +399,11 @@ class TokenLifecycle:
                         "in this bot's memory only")
         return "kept on this machine" if kept else "in memory only"
 
-    def _renew_once(self) -> bool:
+    def _renew_once(self, refused: bool = False) -> bool:
         store = self.store
         if not self.coordinate:
             return self.refresh_now()
-        expired = usable_for(store.cache_snapshot(), self.clock.now()) <= 0
+        expired = refused or usable_for(store.cache_snapshot(), self.clock.now()) <= 0
         if self.schedule.leading and not expired:
             return self.refresh_now()  # rule 2: the leader does not look
         stored = self._read(max_age=self.settle / 2 if expired else 0.0)
@@ -481,7 +515,9 @@ class TokenLifecycle:
         return self.store.get_access_token()
 
     def _access_token_works(self) -> bool:
-        """Whether the access token held is good for a while yet (``tokens.margin``)."""
+        """Whether the access token held is good for a while yet (``tokens.margin``), and
+        not one Graph refused."""
         token = self._held()
-        return bool(token) and fresh_enough({"AccessToken": {"held": token}},
-                                            self.clock.now())
+        if not token or token.get("secret") == self._refused_access:
+            return False
+        return fresh_enough({"AccessToken": {"held": token}}, self.clock.now())

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +189,9 @@ class MaestroText(TextPersistence):
         return True
 
 
-def fallback_folder(environ: Mapping[str, str] | None = None) -> Path:
-    """``MS365_FALLBACK_DIR``, else the platform's per-user data folder."""
-    environ = os.environ if environ is None else environ
-    chosen = environ.get(ENV_FALLBACK_DIR, "").strip()
-    return Path(chosen) if chosen else platform.user_data_dir(environ)
+def fallback_folder(chosen: str | None = None) -> Path:
+    """``chosen`` (``MS365_FALLBACK_DIR``), else the platform's per-user data folder."""
+    return Path(chosen) if chosen else platform.user_data_dir()
 
 
 class Fallback:

@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from O365 import Account
 
@@ -35,23 +34,10 @@ from .errors import (
 )
 from .lifecycle import TokenLifecycle
 from .scopes import Scopes, missing_permissions, resolve_permissions
-from .settings import Settings
+from .settings import Settings, https_url
 from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
-
-
-def _url(value: str, what: str, *, allow_local_http: bool) -> str:
-    parts = urlsplit(value)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.hostname or not (
-        parts.scheme == "https" or (allow_local_http and local and parts.scheme == "http")
-    ):
-        raise ConfigurationError(
-            f"{what} must be an https:// URL such as https://login.microsoftonline.com, "
-            f"not {value!r}."
-        )
-    return value.rstrip("/")
 
 
 class MS365CredentialsPlugin:
@@ -109,8 +95,7 @@ class MS365CredentialsPlugin:
         client_certificate_thumbprint: str | None = None,
         client_certificate_password: str | None = None,
     ) -> None:
-        environ = os.environ
-        settings = Settings.from_environ(environ)
+        settings = Settings.from_environ()
         if maestro is not None and not hasattr(maestro, "is_online"):
             raise ConfigurationError(
                 f"maestro must be a BotMaestroSDK, not {type(maestro).__name__}."
@@ -134,13 +119,13 @@ class MS365CredentialsPlugin:
             self._store = FileTokenStore(token_path)
         self._lifecycle = TokenLifecycle(
             self._store, coordinate=settings.coordinate, retry_budget=settings.retry_seconds,
-            fallback=self._store.fallback() if isinstance(self._store, MaestroTokenStore)
-            else None, alert=self._refused)
+            fallback=self._store.fallback(settings.fallback_dir)
+            if isinstance(self._store, MaestroTokenStore) else None, alert=self._refused)
 
         try:
             self._app: AppCredentials = resolve_app_credentials(
                 client_id, client_secret, tenant_id,
-                vault=self._vault, label=credential_label, environ=environ,
+                vault=self._vault, label=credential_label, env=settings.app,
                 client_certificate=os.fspath(client_certificate) if client_certificate
                 else None, client_certificate_thumbprint=client_certificate_thumbprint,
                 client_certificate_password=client_certificate_password,
@@ -161,18 +146,18 @@ class MS365CredentialsPlugin:
                 "or the key tenant_id of the Maestro credential) to your tenant's id or "
                 "domain, such as contoso.onmicrosoft.com.")
         self._credential_label = credential_label
-        self._consent = consent
+        self._consent = consent or settings.consent or None
         self._timeout = settings.consent_timeout
         self._account = _o365.build_account(
             self._app.client_id, self._app.credential,
             tenant_id=self._app.tenant_id,
             lifecycle=self._lifecycle,
             app_only=self._app_only,
-            authority_host=_url(
+            authority_host=https_url(
                 authority_host or settings.authority_host or _o365.DEFAULT_AUTHORITY_HOST,
                 "authority_host", allow_local_http=False),
-            graph_url=_url(graph_url or settings.graph_url or _o365.DEFAULT_GRAPH_URL,
-                           "graph_url", allow_local_http=True),
+            graph_url=https_url(graph_url or settings.graph_url or _o365.DEFAULT_GRAPH_URL,
+                                "graph_url", allow_local_http=True),
             timeout=settings.http_timeout,
             retry_budget=settings.retry_seconds,
         )
@@ -244,8 +229,7 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
             return
         wanted = resolve_permissions(scopes)
-        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin,
-                           sys.argv)
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
         cause: AuthorizationRequired | None = None
         if force:
             problem, missing = "is to be replaced (force=True).", frozenset(wanted)
@@ -296,8 +280,7 @@ class MS365CredentialsPlugin:
         choose (or add) the account; a token holds one account, so signing in another
         replaces the stored one.
         """
-        mode = choose_mode(consent or self._consent, self._maestro, os.environ, sys.stdin,
-                           sys.argv)
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
         if mode == "none":
             raise AuthorizationRequired(
                 "A sign-in was asked for, but nobody is here to consent (unattended run). "

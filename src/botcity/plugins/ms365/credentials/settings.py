@@ -1,14 +1,15 @@
 """The environment variables the plugin reads: their names, and the values a plugin
-takes from them when it is made (one parser for seconds). ``MS365_CONSENT`` is read by
-``consent.choose_mode`` at each sign-in, the app's id, secret and tenant by
-``app_credentials``, ``MS365_FALLBACK_DIR`` when a fallback is first needed. Arguments win
-over all of these; the README's configuration table lists both."""
+takes from them when it is made (one parser for seconds, one check of a URL). This is the
+only module that reads the plugin's variables; the others get :class:`Settings`. (The
+operating system's own variables, such as ``LOCALAPPDATA``, are ``platform.py``'s.)
+Arguments win over all of these; the configuration page lists both."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -45,6 +46,41 @@ def seconds(environ: Mapping[str, str], name: str, default: float, low: float,
     return value
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(url_or_host: str) -> bool:
+    """Whether a URL (or a bare host name) points at this machine."""
+    host = urlsplit(url_or_host).hostname if "//" in url_or_host else url_or_host
+    return (host or "") in LOOPBACK_HOSTS
+
+
+def https_url(value: str, what: str, *, allow_local_http: bool) -> str:
+    """``value`` without its trailing slash, when it is an https:// URL (or, with
+    ``allow_local_http``, an http:// one on this machine); else :class:`ConfigurationError`."""
+    parts = urlsplit(value)
+    if not parts.hostname or not (parts.scheme == "https" or (
+            allow_local_http and is_loopback(value) and parts.scheme == "http")):
+        raise ConfigurationError(
+            f"{what} must be an https:// URL such as https://login.microsoftonline.com, "
+            f"not {value!r}.")
+    return value.rstrip("/")
+
+
+class AppEnvironment(NamedTuple):
+    """The Azure app's credentials as the environment gives them (``MS365_CLIENT_*``)."""
+
+    client_id: str | None = None
+    client_secret: str | None = None
+    certificate: str | None = None
+    thumbprint: str | None = None
+    password: str | None = None
+    tenant_id: str | None = None
+
+    def __repr__(self) -> str:  # never the secret or the password
+        return f"AppEnvironment(client_id={self.client_id!r}, tenant_id={self.tenant_id!r})"
+
+
 class Settings(NamedTuple):
     """What the environment says, read once when a plugin is made."""
 
@@ -54,15 +90,32 @@ class Settings(NamedTuple):
     coordinate: bool = True
     authority_host: str | None = None
     graph_url: str | None = None
+    #: ``MS365_CONSENT``: the consent way when none is passed ("" : chosen by context)
+    consent: str = ""
+    #: ``MS365_FALLBACK_DIR``: where a token waits while Maestro cannot take it
+    fallback_dir: str | None = None
+    app: AppEnvironment = AppEnvironment()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            return environ.get(name, "").strip() or None
+
         return cls(
             consent_timeout=seconds(environ, ENV_CONSENT_TIMEOUT, 300.0, 1, 86400),
             retry_seconds=seconds(environ, ENV_RETRY_SECONDS, 60.0, 0, 3600),
             http_timeout=seconds(environ, ENV_HTTP_TIMEOUT, 60.0, 1, 3600),
             coordinate=environ.get(ENV_COORDINATE, "").strip() != "0",
-            authority_host=environ.get(ENV_AUTHORITY_HOST, "").strip() or None,
-            graph_url=environ.get(ENV_GRAPH_URL, "").strip() or None,
+            authority_host=text(ENV_AUTHORITY_HOST),
+            graph_url=text(ENV_GRAPH_URL),
+            consent=environ.get(ENV_CONSENT, "").strip(),
+            fallback_dir=text(ENV_FALLBACK_DIR),
+            app=AppEnvironment(
+                client_id=text(ENV_CLIENT_ID), client_secret=text(ENV_CLIENT_SECRET),
+                certificate=text(ENV_CLIENT_CERTIFICATE),
+                thumbprint=text(ENV_CLIENT_CERTIFICATE_THUMBPRINT),
+                password=environ.get(ENV_CLIENT_CERTIFICATE_PASSWORD) or None,
+                tenant_id=environ.get(ENV_TENANT_ID) or None),
         )

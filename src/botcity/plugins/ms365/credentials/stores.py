@@ -32,7 +32,14 @@ from ._maestro import MaestroVault
 from .discovery import KEY as DISCOVERY_KEY
 from .discovery import Discovery
 from .errors import StoreError, StoreUnavailable, TokenFormatError
-from .persistence import Fallback, FileText, MaestroText, MemoryText, TextPersistence
+from .persistence import (
+    Fallback,
+    FileText,
+    MaestroText,
+    MemoryText,
+    TextPersistence,
+    fallback_folder,
+)
 from .renewal import SETTLE
 from .tokens import (
     META_KEY,
@@ -354,12 +361,17 @@ class MaestroTokenStore(TokenStore):
         self.label, self.key = persistence.label, persistence.key
         self._where = (vault.server, vault.organization)
 
-    def fallback(self) -> Fallback:
+    def fallback(self, folder: str | None = None) -> Fallback:
         """Where this credential's token waits on this machine while Maestro cannot take it
-        (one file per workspace, label and key)."""
-        return Fallback(*self._where, self.label, self.key)
+        (one file per workspace, label and key), in ``folder`` (``MS365_FALLBACK_DIR``;
+        None: the platform's per-user data folder)."""
+        return Fallback(*self._where, self.label, self.key,
+                        folder=lambda: fallback_folder(folder))
 
 
 def fallback_path(server: str, label: str, key: str, organization: str = "") -> Path:
     """Where the token of a workspace's credential waits when Maestro could not take it."""
-    return Fallback(server, organization, label, key).file.path
+    from .settings import Settings
+
+    return Fallback(server, organization, label, key, folder=lambda: fallback_folder(
+        Settings.from_environ().fallback_dir)).file.path

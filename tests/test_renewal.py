@@ -70,7 +70,8 @@ def due_plugin(sandbox, maestro) -> MS365CredentialsPlugin:
     plugin.authenticate(consent=sandbox.consent_redirect)
     plugin.ms365_account.con.lifecycle.schedule = Schedule(draw=lambda: 0.0)
     entry = plugin.token_store.get_access_token(username=plugin.ms365_account.con.username)
-    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(entry) - time.time()) + 0.05)
+    schedule = plugin.ms365_account.con.lifecycle.schedule
+    time.sleep(max(0.0, schedule.due_at(entry) - time.time()) + 0.05)
     return plugin
 
 

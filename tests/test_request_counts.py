@@ -59,7 +59,8 @@ def until_due(plugin: MS365CredentialsPlugin) -> float:
     token = plugin.token_store.get_access_token(username=plugin.ms365_account.con.username)
     expires_on = float(token["expires_on"])
     assert expires_on - time.time() <= LIFETIME
-    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(token) - time.time()) + 0.05)
+    schedule = plugin.ms365_account.con.lifecycle.schedule
+    time.sleep(max(0.0, schedule.due_at(token) - time.time()) + 0.05)
     assert plugin.ms365_account.con.lifecycle.due()
     return expires_on
 
@@ -102,7 +103,8 @@ def test_a_bot_due_after_another_refreshed_reads_once_and_adopts(stored, maestro
     first.ms365_account.get_current_user_data()  # renews, writes
     renewed = first.token_store.get_access_token(username=first.ms365_account.con.username)
     begin, _ = window(renewed)
-    assert first.ms365_account.con.lifecycle.schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
+    schedule = first.ms365_account.con.lifecycle.schedule
+    assert schedule.due_at(renewed) == pytest.approx(begin, abs=0.01), (
         "the renewer goes first next time: its moment opens the next window")
     until_due(second)  # a follower: its moment comes after the leader's
     stored.requests.clear()
@@ -129,7 +131,8 @@ def test_a_bot_starting_on_an_expired_token_claims_it_then_renews(stored, maestr
     assert credential_requests(stored, "POST") == 2, "the claim, and the rotated token"
     token = __import__("json").loads(stored.maestro.secret(LABEL, "token"))
     assert "renewing" not in token["botcity"], "the renewed token carries no claim"
-    assert plugin.ms365_account.con.lifecycle.schedule.leading, "the bot that renewed goes first next time"
+    assert plugin.ms365_account.con.lifecycle.schedule.leading, (
+        "the bot that renewed goes first next time")
 
 
 def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
@@ -140,7 +143,8 @@ def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
     plugin = started(stored, maestro)
     con = plugin.ms365_account.con
     token = plugin.token_store.get_access_token(username=con.username)
-    time.sleep(max(0.0, plugin.ms365_account.con.lifecycle.schedule.due_at(token) - time.time()) + 0.05)
+    schedule = plugin.ms365_account.con.lifecycle.schedule
+    time.sleep(max(0.0, schedule.due_at(token) - time.time()) + 0.05)
     assert not plugin.ms365_account.con.lifecycle.due(), "no early renewal"
     time.sleep(max(0.0, float(token["expires_on"]) - time.time()) + 0.05)
     stored.requests.clear()

@@ -227,7 +227,9 @@ class TokenLifecycle:
         held changed (the connection applies it). While the access token still works, a
         failed early renewal only postpones the next try to its expiry (the bot goes on;
         the error comes then, if it lasts)."""
-        if self.rejected is not None and not self._access_token_works():
+        if self.rejected is not None:  # no refresh can work: use what is left of the token
+            if self._access_token_works():
+                return False
             raise self.rejected
         if not self.due():
             return False

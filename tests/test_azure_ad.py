@@ -67,9 +67,13 @@ def test_a_redirect_on_the_public_platform_is_named_as_the_fix(sandbox):
     assert "add them under 'Web'" in str(caught.value)
     assert sandbox.app.secret not in str(caught.value)
 
-    sandbox.tenant.set_redirect_platform(sandbox.app, "web")
+    assert not Path("o365_token.txt").exists(), "nothing stored from the refused sign-in"
+
+    sandbox.tenant.set_redirect_platform(sandbox.app, "web")  # the fix the message names
     plugin.authenticate(consent=sandbox.consent_redirect)
-    assert plugin.is_authenticated
+    assert json.loads(Path("o365_token.txt").read_text())["RefreshToken"]
+    assert plugin.ms365_account.get_current_user_data().user_principal_name == (
+        sandbox.tenant.user.upn)
 
 
 def test_console_consent_on_the_public_platform_says_so_at_the_console(sandbox, tmp_path):
@@ -129,7 +133,17 @@ def test_a_multi_tenant_app_signs_in_through_common(sandbox, monkeypatch):
     sandbox.app.multi_tenant = True
     plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
     plugin.authenticate(consent=sandbox.consent_redirect)
-    assert plugin.is_authenticated
+
+    [authorize] = sandbox.requests("identity", path_contains="/authorize")
+    [grant] = sandbox.token_requests("authorization_code")
+    assert authorize.path.startswith("/common/") and grant.path.startswith("/common/")
+    stored = json.loads(Path("o365_token.txt").read_text())
+    [account] = stored["Account"].values()
+    assert account["username"] == sandbox.tenant.user.upn
+    assert account["home_account_id"].endswith(f".{sandbox.tenant.tenant_id}"), (
+        "the account of the user's own tenant")
+    assert plugin.ms365_account.get_current_user_data().user_principal_name == (
+        sandbox.tenant.user.upn)
 
 
 def test_an_unknown_tenant_is_a_configuration_error(sandbox):
@@ -250,8 +264,13 @@ def test_twenty_bots_tripping_loop_detection_are_throttled_not_told_to_sign_in(
     assert sandbox.maestro.alerts == [], "throttling is not a reason to call an operator"
     assert all(b.ms365_account.con.rejected is None for b in bots), "no token marked dead"
     monkeypatch.setenv("MS365_COORDINATE_REFRESH", "1")
+    sandbox.requests.clear()
     after = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     after.authenticate(consent="none")  # the stored token works: no person needed
+    assert after.ms365_account.get_current_user_data().user_principal_name == (
+        sandbox.tenant.user.upn)
+    assert sandbox.requests("identity", path_contains="/authorize") == []
+    assert sandbox.token_requests() == [], "a token one of the twenty renewed and stored"
 
 
 def test_a_bot_throttled_for_a_loop_looks_again_and_uses_the_others_token(sandbox, maestro):
@@ -370,18 +389,26 @@ def test_a_code_pasted_after_ten_minutes_says_to_start_again(sandbox):
 # -- 7. discovery that fails ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fault", "expected"), [
-    ({"status": 503}, ServiceUnavailable),
-    ({"status": 200, "html": "<html><body>Proxy login</body></html>"}, ServiceUnavailable),
-    ({"status": 404, "html": "<html>Not found</html>"}, ConfigurationError),
+@pytest.mark.parametrize(("fault", "expected", "says"), [
+    ({"status": 503}, ServiceUnavailable, ("did not answer its OpenID configuration",
+                                            "Try again later")),
+    ({"status": 200, "html": "<html><body>Proxy login</body></html>"}, ServiceUnavailable,
+     ("a page that is not Microsoft's", "check the machine's proxy")),
+    ({"status": 404, "html": "<html>Not found</html>"}, ConfigurationError,
+     ("is not known to", "Set tenant_id")),
 ], ids=["503", "html", "404-html"])
 def test_a_failing_discovery_is_one_of_the_plugins_errors(sandbox, monkeypatch, fault,
-                                                          expected):
+                                                          expected, says):
     monkeypatch.setenv("MS365_RETRY_SECONDS", "1")
     sandbox.identity.fail_next(path_contains="openid-configuration", times=50, **fault)
     plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
-    with pytest.raises(expected):
-        plugin.authenticate(consent=sandbox.consent_redirect)
+    consented: list[str] = []
+    with pytest.raises(expected) as caught:
+        plugin.authenticate(consent=lambda url: consented.append(url) or "")
+    assert all(part in str(caught.value) for part in says), str(caught.value)
+    assert f"'{sandbox.tenant.tenant_id}'" in str(caught.value), "the tenant it asked for"
+    assert consented == [], "nobody was sent to a sign-in that cannot work"
+    assert not Path("o365_token.txt").exists()
 
 
 def test_a_failing_discovery_during_a_refresh_is_one_of_the_plugins_errors(sandbox, maestro,

@@ -4,7 +4,6 @@ replaced by a broken or empty one."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -14,7 +13,9 @@ from botcity.plugins.ms365.credentials import (
     ConfigurationError,
     MS365CredentialsError,
     MS365CredentialsPlugin,
+    ServiceUnavailable,
     StoreError,
+    StoreUnavailable,
     TokenFormatError,
 )
 from botcity.plugins.ms365.credentials.sandbox import expire_token_text
@@ -293,10 +294,75 @@ def test_wrong_client_secret_at_refresh(sandbox, tmp_path):
     assert now == before, "the stored token was left exactly as it was"
 
 
-def test_every_error_is_one_of_ours():
-    for error in (ConfigurationError, StoreError, TokenFormatError, AuthorizationError,
-                  AuthorizationRequired):
-        assert issubclass(error, MS365CredentialsError)
+# -- one except clause for all of it -------------------------------------------------------
+
+
+def _no_such_label(sandbox):
+    return "missing-label"
+
+
+def _maestro_fails(sandbox):
+    authorized(sandbox, sandbox.maestro_sdk())
+    sandbox.maestro.fail_next(500, path_contains="/api/v2/credential/", times=5)
+    return LABEL
+
+
+def _broken_token(sandbox):
+    authorized(sandbox, sandbox.maestro_sdk())
+    sandbox.maestro.put_secret(LABEL, "token", "{this is not json")
+    return LABEL
+
+
+def _wrong_secret(sandbox):
+    authorized(sandbox, sandbox.maestro_sdk())
+    sandbox.force_expiry()
+    sandbox.maestro.put_secret(LABEL, "client_secret", "not-the-secret")
+    return LABEL
+
+
+def _revoked(sandbox):
+    authorized(sandbox, sandbox.maestro_sdk())
+    sandbox.force_expiry()
+    sandbox.tenant.kill_refresh_tokens("revoked")
+    return LABEL
+
+
+def _microsoft_down(sandbox):
+    authorized(sandbox, sandbox.maestro_sdk())
+    sandbox.force_expiry()
+    sandbox.identity.fail_next(503, path_contains="/token", times=100)
+    return LABEL
+
+
+@pytest.mark.parametrize(("setup", "expected", "fix"), [
+    (_no_such_label, ConfigurationError, "no such label"),
+    (_maestro_fails, StoreUnavailable, "answered HTTP 500"),
+    (_broken_token, TokenFormatError, f"delete key 'token' of the Maestro credential '{LABEL}'"),
+    (_wrong_secret, AuthorizationError, "AADSTS7000215: the client secret is wrong"),
+    (_revoked, AuthorizationRequired, f"botcity-ms365 login --label {LABEL}"),
+    (_microsoft_down, ServiceUnavailable, "Try again later"),
+], ids=["settings", "maestro", "stored-token", "app-secret", "revoked", "microsoft-down"])
+def test_one_except_clause_catches_every_failure_and_its_type_names_the_fix(
+        sandbox, monkeypatch, setup, expected, fix):
+    """A bot wraps its start in ``except MS365CredentialsError``: failures of every origin
+    (its settings, Maestro, the stored token, Microsoft's answers, whose own libraries raise
+    ValueError, RuntimeError or requests' errors) land there, as the type that says what to
+    do, with the fix in the message."""
+    monkeypatch.setenv("MS365_RETRY_SECONDS", "1")
+    label = setup(sandbox)
+    stored = sandbox.maestro.secret(LABEL, "token")
+    caught = None
+    try:
+        plugin = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=label,
+                                        consent="none")
+        plugin.authenticate()
+        plugin.ms365_account.get_current_user_data()
+    except MS365CredentialsError as exc:
+        caught = exc
+    assert type(caught) is expected, repr(caught)
+    assert fix in str(caught)
+    sandbox.maestro.clear_faults()
+    assert sandbox.maestro.secret(LABEL, "token") == stored, "the stored token is left as it was"
 
 
 def test_console_without_stdin_is_a_configuration_error(sandbox, tmp_path):
@@ -305,4 +371,3 @@ def test_console_without_stdin_is_a_configuration_error(sandbox, tmp_path):
     run = run_process(script(tmp_path / "b.py", source), env, cwd=tmp_path, stdin_closed=True)
     assert run.returncode == 1
     assert "ConfigurationError" in run.stderr and "stdin is closed" in run.stderr
-    assert sys.executable  # the process ran with this interpreter

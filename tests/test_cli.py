@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, bot_env, run_process
+
+LABEL = "ms365"
 
 SCRIPT = Path(sys.executable).with_name("botcity-ms365")
 # every sandbox secret has a recognisable prefix; access tokens are long random strings
@@ -37,27 +39,56 @@ def test_demo_tells_the_whole_story_and_succeeds():
     assert not SECRET_MARKS.search(out + done.stderr)
 
 
-def test_python_dash_m_runs_the_same_command():
-    done = cli("--help", module=True)
-    assert done.returncode == 0 and "demo" in done.stdout and "sandbox" in done.stdout
+def test_python_dash_m_runs_the_same_command(sandbox, tmp_path):
+    """Where the script is not on PATH (a Runner's venv), ``python -m
+    botcity.plugins.ms365.credentials`` is the same command: same answer, same status."""
+    sandbox.authorize(LABEL, ["basic"])
+    env = bot_env(sandbox, BOTCITY_SERVER=sandbox.maestro_url,
+                  BOTCITY_LOGIN=sandbox.maestro.login, BOTCITY_KEY=sandbox.maestro.key)
+    args = ["status", "--label", LABEL]
+
+    script = run_process([str(SCRIPT), *args], env, cwd=tmp_path, stdin_closed=True)
+    module = run_process([sys.executable, "-m", "botcity.plugins.ms365.credentials", *args],
+                         env, cwd=tmp_path, stdin_closed=True)
+
+    assert script.returncode == module.returncode == 0, script.stderr + module.stderr
+    assert sandbox.tenant.user.upn in module.stdout
+    assert module.stdout == script.stdout
 
 
-@pytest.mark.parametrize("command", ["login", "status", "logout", "copy", "migrate", "demo",
-                                     "sandbox"])
-def test_every_command_has_help(command):
-    done = cli(command, "--help")
-    assert done.returncode == 0 and command in done.stdout
+TYPO = "unrecognized arguments: --no-such-option"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ([], "the following arguments are required: COMMAND"),
+    (["no-such-command"], "invalid choice: 'no-such-command'"),
+    *(([command, "--no-such-option"], TYPO) for command in ("login", "status", "logout",
+                                                            "demo", "sandbox")),
+    (["copy", "--from", "file:a.json", "--to", "maestro:ms365", "--no-such-option"], TYPO),
+    (["migrate", "old.txt", "--no-such-option"], TYPO),
+], ids=lambda v: (" ".join(v) or "no-command") if isinstance(v, list) else "")
+def test_a_mistyped_command_line_shows_the_usage_and_does_nothing(sandbox, tmp_path, args,
+                                                                   says):
+    """A typo exits 2 with the usage and what was wrong, before anything is read or
+    written: no request reaches Maestro or Microsoft, no file is made."""
+    env = bot_env(sandbox, BOTCITY_SERVER=sandbox.maestro_url,
+                  BOTCITY_LOGIN=sandbox.maestro.login, BOTCITY_KEY=sandbox.maestro.key)
+    sandbox.put_app_credentials(LABEL)
+    sandbox.requests.clear()
+
+    done = run_process([str(SCRIPT), *args], env, cwd=tmp_path, stdin_closed=True)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "usage: botcity-ms365" in done.stderr and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sandbox.requests() == [], "nothing reached the sandbox"
+    assert list(tmp_path.iterdir()) == [], "nothing was written"
 
 
 def test_demo_outside_the_project_says_where_to_run_it(tmp_path):
     done = cli("demo", cwd=tmp_path)
     assert done.returncode == 2
     assert "Run the demo from the project folder" in done.stdout
-
-
-def test_usage_errors_exit_2():
-    assert cli().returncode == 2
-    assert cli("no-such-command").returncode == 2
 
 
 def test_demo_without_the_bots_requirements_says_how_to_install_them(monkeypatch, capsys):

@@ -156,8 +156,3 @@ def test_discovery_url_names_msal_discovery_requests_only():
     ]:
         assert discovery_url(url, query) is None, url
 
-
-def test_repr_holds_no_document():
-    discovery = Discovery()
-    discovery.learn(URL, json.dumps(DOC), NOW)
-    assert repr(discovery) == "Discovery(1 answers)"

@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botcity.plugins.ms365.credentials import (
+    AuthorizationRequired,
     MS365CredentialsError,
     MS365CredentialsPlugin,
+    TokenFormatError,
 )
 from botcity.plugins.ms365.credentials.tokens import parse_token
 
@@ -84,16 +86,52 @@ def good_token(text: str | bytes | None) -> bool:
     return bool(data.get("RefreshToken") or data.get("AccessToken"))
 
 
-def exercise(plugin_factory) -> None:
+def exercise(plugin_factory) -> MS365CredentialsError | None:
     """What the plugin does with a stored token (load it, judge it, refresh it when its
-    access token expired); only the plugin's own errors may come out. (A token that loads
-    but that Microsoft refuses is a later, separate matter: O365 reports Graph's 401.)"""
+    access token expired): the plugin's own error that came out, or None. Any other
+    exception fails the test. (A token that loads but that Microsoft refuses is a later,
+    separate matter: O365 reports Graph's 401.)"""
     try:
         plugin = plugin_factory()
         plugin.is_authenticated  # noqa: B018
         plugin.authenticate(["mail_read"])
+    except MS365CredentialsError as exc:
+        return exc
+    return None
+
+
+def blank(value: str | bytes) -> bool:
+    """What the plugin takes for "no token stored"."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return not text.strip()
+
+
+def check_outcome(error: MS365CredentialsError | None, value: str | bytes, place: str,
+                  fix: str) -> None:
+    """A blank value is no token: a person must sign in (the message says where the plugin
+    looked and the command). A value that is not a token this version reads is refused as
+    TokenFormatError, naming the place and the fix. A token that reads is used (or a
+    person is asked for, with the command, when it cannot do)."""
+    if not blank(value) and not readable(value):
+        assert type(error) is TokenFormatError, repr(error)
+        assert place in str(error), str(error)
+        assert f"{fix} and authorize again" in str(error), str(error)
+    elif blank(value) or error is not None:
+        assert isinstance(error, AuthorizationRequired), repr(error)
+        assert place in str(error) and "botcity-ms365 login" in str(error), str(error)
+
+
+def credential_writes(sandbox) -> list:
+    """The writes to Maestro's credentials the sandbox answered (alerts are not writes)."""
+    return sandbox.requests("maestro", path_contains="/credential", method="POST")
+
+
+def readable(value: str | bytes) -> bool:
+    try:
+        parse_token(value, "test")
     except MS365CredentialsError:
-        pass
+        return False
+    return True
 
 
 @SETTINGS
@@ -103,12 +141,19 @@ def test_any_maestro_value(sandbox, maestro, real_token, data):
     sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
     sandbox.maestro.put_secret(LABEL, "client_secret", sandbox.app.secret)
     sandbox.maestro.put_secret(LABEL, "token", value)
+    sandbox.requests.clear()
 
-    exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
-                                            consent="none"))
+    error = exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
+                                                    consent="none"))
 
+    check_outcome(error, value, f"Maestro credential '{LABEL}' key 'token'",
+                  f"delete key 'token' of the Maestro credential '{LABEL}'")
     after = sandbox.maestro.secret(LABEL, "token")
-    assert after == value or good_token(after)
+    if error is not None:
+        assert after == value, "nothing was written"
+        assert credential_writes(sandbox) == [], "nothing was written"
+    else:
+        assert after == value or good_token(after)
 
 
 @SETTINGS
@@ -120,11 +165,17 @@ def test_any_file_bytes(sandbox, real_token, tmp_path, data):
     path = tmp_path / "o365_token.txt"
     path.write_bytes(content)
 
-    exercise(lambda: MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
-                                            consent="none"))
+    error = exercise(lambda: MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                                                    consent="none"))
 
+    check_outcome(error, content, str(path), f"delete {path}")
     after = path.read_bytes()
-    assert after == content or good_token(after)
+    if error is not None:
+        assert after == content, "nothing was written"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["o365_token.txt", "real.json"], (
+            "nothing was written")
+    else:
+        assert after == content or good_token(after)
 
 
 #: Times Azure AD never issues: before 2000 or after 2200, twenty or four thousand digits,
@@ -169,9 +220,21 @@ def test_out_of_range_numbers_are_refused_and_left_as_they_are(sandbox, maestro,
     sandbox.maestro.put_secret(LABEL, "client_id", sandbox.app.client_id)
     sandbox.maestro.put_secret(LABEL, "client_secret", sandbox.app.secret)
     sandbox.maestro.put_secret(LABEL, "token", value)
+    sandbox.requests.clear()
 
-    exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
-                                            consent="none"))
+    error = exercise(lambda: MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
+                                                    consent="none"))
 
-    assert not good_token(value), ("refused as unreadable", where, number)
+    assert not readable(value), ("refused as unreadable", where, number)
+    assert type(error) is TokenFormatError, repr(error)
+    assert f"Maestro credential '{LABEL}' key 'token'" in str(error)
+    if where in ("generation", "renewing"):
+        assert "has a malformed 'botcity' entry" in str(error), str(error)
+    else:
+        section = "RefreshToken" if where == "RefreshToken" else "AccessToken"
+        assert f"has a malformed {section} entry (or times Azure AD does not issue)" in (
+            str(error)), str(error)
+    assert f"delete key 'token' of the Maestro credential '{LABEL}' and authorize again" in (
+        str(error))
     assert sandbox.maestro.secret(LABEL, "token") == value, "left as it is"
+    assert credential_writes(sandbox) == [], "nothing was written"

@@ -5,6 +5,7 @@ starting together on an expired token. Nothing is lost, leaked, resurrected or h
 from __future__ import annotations
 
 import json
+import re
 import socket
 import statistics
 import sys
@@ -209,7 +210,8 @@ def test_a_runner_with_a_fast_clock_stores_times_every_bot_can_trust(sandbox, ma
     run = run_process(argv, bot_env(sandbox), stdin_closed=True)
 
     assert sandbox.maestro.tasks[task_id].finish_status == "SUCCESS", run.stdout + run.stderr
-    assert "clock is 7200 s ahead of Microsoft's" in run.stderr
+    # two hours, give or take the second of the Date header's grain
+    assert re.search(r"clock is 720[01] s ahead of Microsoft's", run.stderr), run.stderr
     stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
     [access] = stored["AccessToken"].values()
     assert abs(int(access["expires_on"]) - (time.time() + 3600)) < 120, (
@@ -234,19 +236,88 @@ def test_a_runner_with_a_fast_clock_stores_times_every_bot_can_trust(sandbox, ma
 
 # -- 5. bots that start together on an expired token ----------------------------------------
 
+#: The credential run_cold_starts authorizes and its bot processes share.
+HERD_LABEL = "herd"
 
-@pytest.mark.parametrize("bots", [8, 16])
-def test_bots_starting_together_on_an_expired_token_refresh_once_between_them(sandbox, bots):
-    """Bot processes (one per Runner) start at the same moment on a token that expired a
-    second before, twenty times over: at most two refresh grants each time."""
-    result = run_cold_starts(sandbox, processes=bots, repetitions=20)
-    print(f"\n{bots} bots, 20 starts together on an expired token: refresh grants per start "
-          f"{result.grants} (mean {statistics.mean(result.grants):.2f})")
+
+def stored_generation(sandbox, label=LABEL) -> int:
+    return json.loads(sandbox.maestro.secret(label, "token"))["botcity"]["generation"]
+
+
+def test_bot_processes_starting_together_on_an_expired_token_refresh_once_between_them(
+        sandbox):
+    """Bot processes (one per Runner: nothing shared but Maestro) start at the same moment on
+    a token that expired a second before, five times over: at most two refresh grants each
+    time, every bot gets to Graph, and Maestro ends with the last renewal. Four processes
+    are enough for a race between processes; the number of contenders is the threaded test's
+    concern."""
+    result = run_cold_starts(sandbox, processes=4, repetitions=5)
+    print(f"\n4 bot processes, 5 starts together on an expired token: refresh grants per "
+          f"start {result.grants}")
     assert result.failures == []
-    assert result.succeeded == 20, "every bot got to Graph every time"
-    assert max(result.grants) <= 2, result.grants
-    assert min(result.grants) >= 1
+    assert result.succeeded == 5, "every bot got to Graph every time"
+    assert all(1 <= grants <= 2 for grants in result.grants), result.grants
+    stored = json.loads(sandbox.maestro.secret(HERD_LABEL, "token"))
+    [access] = stored["AccessToken"].values()
+    issued = sandbox.tenant.access_tokens
+    assert issued[access["secret"]].generation == max(t.generation for t in issued.values()), (
+        "Maestro holds a token of the last refresh")
+    assert 1 + 5 <= stored["botcity"]["generation"] <= 1 + sum(result.grants), (
+        "the sign-in's generation, then one more for each start")
     assert sandbox.maestro.alerts == []
+
+
+def start_together(bots: list[MS365CredentialsPlugin]) -> list[object]:
+    """Each bot, in its own thread, at the same moment: authenticate, then call Graph.
+    What each got: the signed-in user's address, or the exception."""
+    together = threading.Barrier(len(bots))
+    got: list[object] = [None] * len(bots)
+
+    def start(i: int) -> None:
+        try:
+            together.wait(timeout=30)
+            bots[i].authenticate()
+            got[i] = bots[i].ms365_account.get_current_user_data().user_principal_name
+        except Exception as exc:  # noqa: BLE001 - what each bot got is the result
+            got[i] = exc
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(bots))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return got
+
+
+def test_sixteen_bots_starting_together_on_an_expired_token_refresh_once_between_them(
+        sandbox, maestro):
+    """Sixteen bots (each its own plugin, its own Maestro session: threads of one process,
+    since what coordinates them is Maestro, not the process) start at the same moment on a
+    token that expired in Maestro and at Microsoft, ten times over: at most two refresh
+    grants each time, every bot gets to Graph, each start stores one renewal, and a bot
+    that starts afterwards uses it without a grant."""
+    authorize(sandbox, maestro)
+    sdks = [sandbox.maestro_sdk() for _ in range(16)]
+    per_start: list[int] = []
+    for _ in range(10):
+        sandbox.force_expiry()
+        generation = stored_generation(sandbox)
+        before = len(sandbox.token_requests("refresh_token"))
+        got = start_together([MS365CredentialsPlugin(maestro=sdk, credential_label=LABEL,
+                                                     consent="none") for sdk in sdks])
+        per_start.append(len(sandbox.token_requests("refresh_token")) - before)
+        assert got == [sandbox.tenant.user.upn] * len(sdks), got
+        assert stored_generation(sandbox) == generation + 1, "one renewal stored per start"
+    print(f"\n16 bots, 10 starts together on an expired token: refresh grants per start "
+          f"{per_start} (mean {statistics.mean(per_start):.2f})")
+    assert all(1 <= grants <= 2 for grants in per_start), per_start
+    assert sandbox.maestro.alerts == []
+
+    sandbox.requests.clear()
+    later = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
+    assert later.ms365_account.get_current_user_data().user_principal_name == (
+        sandbox.tenant.user.upn)
+    assert sandbox.token_requests() == [], "the stored renewal works for the next bot"
 
 
 # -- 6. nothing hangs -----------------------------------------------------------------------

@@ -70,33 +70,33 @@ def test_every_graph_verb_of_o365_goes_through_oauth_request():
     assert answers == ["answer"] * len(verbs)
 
 
-def test_after_graph_answers_401_o365_asks_the_store_which_renews_and_the_request_is_retried(
+def test_after_graph_answers_401_o365_s_refresh_goes_to_the_lifecycle_and_is_retried(
         sandbox, maestro, monkeypatch):
     """When Graph answers 401 and O365 judges the access token expired (by the machine's
     clock, which may disagree with the one the plugin keeps from Microsoft's answers),
-    O365's oauth_request calls _try_refresh_token, which asks the store's
-    should_refresh_token; the store renews itself and answers None, and O365 must then
-    retry the request with the new token."""
+    O365's oauth_request calls the connection's _try_refresh_token, which the plugin
+    overrides: the lifecycle renews (once), and O365 retries the request with the new
+    token."""
     sandbox.put_app_credentials(LABEL)
     MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL).authenticate(
         consent=sandbox.consent_redirect)
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     store = plugin.token_store
+    lifecycle = plugin.ms365_account.con.lifecycle
     plugin.ms365_account.get_current_user_data()
     sandbox.tenant.expire_access_tokens()  # Microsoft ended the token early
     monkeypatch.setattr(store, "token_is_expired", lambda **kw: True)  # O365's judgement
-    asked: list[object] = []
-    should = store.should_refresh_token
-    monkeypatch.setattr(store, "should_refresh_token",
-                        lambda con=None, **kw: asked.append(con) or should(con, **kw))
+    asked: list[bool] = []
+    renew = lifecycle.renew
+    monkeypatch.setattr(lifecycle, "renew", lambda **kw: asked.append(True) or renew(**kw))
     sandbox.requests.clear()
 
     user = plugin.ms365_account.get_current_user_data()
 
     assert user.user_principal_name == sandbox.tenant.user.upn
-    assert asked == [plugin.ms365_account.con], "O365 no longer asks should_refresh_token"
+    assert asked == [True], "O365's refresh after a 401 no longer reaches the lifecycle"
     assert [r.status for r in sandbox.requests("graph")] == [401, 200], (
-        "O365 no longer retries the request after the backend renewed (answer None)")
+        "O365 no longer retries the request after _try_refresh_token")
     assert len(sandbox.token_requests("refresh_token")) == 1
     stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
     [access] = stored["AccessToken"].values()
@@ -118,6 +118,17 @@ def test_token_backend_interface():
                  "get_refresh_token", "serialize", "deserialize"):
         assert callable(getattr(BaseTokenBackend, name, None)), f"BaseTokenBackend.{name}"
     assert issubclass(BaseTokenBackend, msal.TokenCache)
+
+
+def test_o365_still_calls_what_the_connection_overrides():
+    """The plugin's connection overrides these O365 methods; O365 must still have them (a
+    rename would leave O365's own path, bypassing the lifecycle)."""
+    from O365.connection import Connection
+
+    for name in ("oauth_request", "load_token_from_backend", "_try_refresh_token",
+                 "refresh_token", "get_session", "msal_client"):
+        assert hasattr(Connection, name), f"Connection.{name}"
+        assert name in PluginConnection.__dict__, f"PluginConnection no longer overrides {name}"
 
 
 def test_msal_accepts_the_arguments_we_pass():

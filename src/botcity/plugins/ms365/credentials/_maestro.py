@@ -214,17 +214,15 @@ class MaestroVault:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and
         leaving every other key of the set as it is."""
         check_name("key", key)
-        created = False
+        # A read that failed (a 5xx, a timeout) raises here and nothing is written: a
+        # failed read is never a reason to create the label, which would replace a set
+        # holding the app's client id and secret with one holding only this key.
         try:
             secrets = self._secrets(label, self.WRITE_BASE_AGE)
         except StoreUnavailable as exc:
-            if not exc.may_be_absent:
-                raise
-            secrets, created = self._create_if_absent(label, key, value, exc), True
+            raise StoreUnavailable(f"{exc} Nothing was written.", status=exc.status) from None
         try:
-            if created:
-                pass  # with the key
-            elif secrets is None:
+            if secrets is None:
                 self._sdk._create_credential_by_label(
                     label, [{"key": key, "value": value, "valid": True}])
                 secrets = []
@@ -262,21 +260,6 @@ class MaestroVault:
         changed = [item for item in secrets or [] if item.get("key") != key]
         self._sets[label] = [*changed, {"key": key, "value": value, "valid": True}]
         log.debug("Wrote key %r of Maestro credential %r", key, label)
-
-    def _create_if_absent(self, label: str, key: str, value: str,
-                          read_failed: StoreUnavailable) -> list[dict[str, Any]]:
-        """The read of ``label`` got a 5xx, which Maestro may answer for a label that does
-        not exist: creating it tells (it fails when the label exists, or Maestro is
-        down, and then the read's error stands). This relies on Maestro refusing to
-        create a label that exists, as the SDK's own ``create_credential`` does (it
-        creates whenever its read fails); not yet checked against a real Maestro."""
-        try:
-            self._sdk._create_credential_by_label(
-                label, [{"key": key, "value": value, "valid": True}])
-        except SDK_FAILURES:
-            raise read_failed from None
-        log.info("Created Maestro credential %r (reading it had failed)", label)
-        return []
 
     def alert(self, title: str, message: str, *, error: bool = False, once: str = "") -> bool:
         """Raise a Maestro alert on the running task; with ``once``, at most one alert per

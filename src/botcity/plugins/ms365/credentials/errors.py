@@ -49,7 +49,9 @@ class StoreUnavailable(StoreError):
     @property
     def may_be_absent(self) -> bool:
         """Maestro answered 5xx, which it may also answer for a credential that does not
-        exist (its answer for a missing label is not documented)."""
+        exist (its answer for a missing label is not documented). The plugin never takes
+        it for "absent" when writing: a write after such a read raises and writes
+        nothing."""
         return (self.status or 0) >= 500
 
 

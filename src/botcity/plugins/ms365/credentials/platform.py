@@ -173,6 +173,20 @@ def protect(path: str | os.PathLike[str], system: str | None = None,
         os.chmod(path, 0o600)
 
 
+def tighten(path: str | os.PathLike[str], system: str | None = None,
+            windows: WindowsCalls | None = None) -> bool:
+    """:func:`protect` ``path`` if others may read it; True when it was changed. On POSIX
+    that is a group or other permission bit (a 0.2.0 token file is 0644); on Windows the
+    mode says nothing about the access list (``os.stat`` derives it from the read-only
+    attribute), so the owner-only list is set every time. ``OSError`` when the file is not
+    ours to change (``chmod`` gives EPERM, ``SetFileSecurityW`` ERROR_ACCESS_DENIED)."""
+    system = SYSTEM if system is None else system
+    if system != "win32" and not stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        return False
+    protect(path, system, windows)
+    return True
+
+
 # -- renaming over a file another process has open -------------------------------------------
 #: Windows refuses to rename over a file another process has open: ERROR_ACCESS_DENIED (5)
 #: or ERROR_SHARING_VIOLATION (32), both PermissionError (errno 13) in Python.

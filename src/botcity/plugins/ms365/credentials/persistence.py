@@ -145,10 +145,11 @@ class FileText(TextPersistence):
         except PermissionError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(
-                f"Cannot write {self.location}: {exc.strerror or exc}. Another program "
-                "keeps it open (another bot reading it, an antivirus, a sync client such "
-                "as OneDrive) or its folder is not writable; the token stored there is "
-                "unchanged.") from None
+                f"Cannot write {self.location}: {exc.strerror or exc} (tried for "
+                f"{platform.REPLACE_SECONDS:g} s). Another program keeps it open (another "
+                "bot reading it, an antivirus, a sync client such as OneDrive), or this "
+                "user may not write it (a read-only file, its access list) or its folder; "
+                "the token stored there is unchanged.") from None
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None

@@ -115,9 +115,9 @@ def refresh_during_a_run(sandbox: Sandbox, lifetime: int = 6) -> dict[str, int]:
     sandbox.force_expiry()
     plugin = MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL)
     plugin.authenticate()  # renews the expired token: a short-lived one
-    con = plugin.ms365_account.con
+    lifecycle = plugin.ms365_account.con.lifecycle
     deadline = time.monotonic() + 2 * lifetime
-    while not plugin.ms365_account.con.lifecycle.due() and time.monotonic() < deadline:
+    while not lifecycle.due() and time.monotonic() < deadline:
         time.sleep(0.05)
     sandbox.requests.clear()
     plugin.ms365_account.get_current_user_data()

@@ -156,8 +156,9 @@ def test_sovereign_cloud_settings_reach_o365(monkeypatch):
 
 
 def test_o365s_retry_settings_still_retry_a_graph_5xx_on_the_plugins_session(sandbox):
-    """PluginConnection.get_session mounts O365's RETRIES_STATUS_LIST and
-    RETRIES_BACKOFF_FACTOR on its own adapter (without read retries): a 503 from Graph is
+    """PluginConnection.get_session mounts the plugin's Graph adapter
+    (``_transport.graph_adapter``, O365's number of retries and its RETRIES_STATUS_LIST,
+    every wait out of MS365_RETRY_SECONDS) on the session O365 builds: a 503 from Graph is
     retried once more, and the bot gets its answer. (That MS365_HTTP_TIMEOUT reaches
     O365's request, and that a silent Graph is not waited for again, is
     test_many_writers' test_a_graph_that_never_answers_fails_within_the_timeout.)"""

@@ -11,11 +11,16 @@ Sources of the Windows values (quoted in the cases below):
       which is how CPython's Modules/_io/winconsoleio.c tells a console from NUL.
 [OSF] msvcrt.get_osfhandle raises OSError(EBADF) for a closed descriptor
       (Doc/library/msvcrt.rst: "Raises OSError if fd is not recognized"); under pythonw a
-      descriptor without a stream gives the handle -2, as an unsigned 2**64 - 2
-      (learn.microsoft.com/cpp/c-runtime-library/reference/get-osfhandle).
-[FST] os.fstat on Windows gives st_ino == st_dev == 0 for a console, a pipe and NUL alike
-      (Python/fileutils.c, _Py_fstat_noraise), and os.isatty is True for NUL
-      (Doc/library/sys.rst): neither can tell them apart, GetFileType can.
+      descriptor without a stream gives the handle -2 (_NO_CONSOLE_FILENO,
+      learn.microsoft.com/cpp/c-runtime-library/reference/get-osfhandle), which Python
+      returns unsigned: PC/clinic/msvcrtmodule.c.h converts it with PyLong_FromVoidPtr,
+      so it is 2**64 - 2 on 64-bit Windows and a negative handle never comes back;
+      INVALID_HANDLE_VALUE is (HANDLE)-1, 2**64 - 1.
+[FST] os.fstat on Windows sets st_mode from GetFileType (Python/fileutils.c,
+      _Py_fstat_noraise: FILE_TYPE_CHAR -> _S_IFCHR, FILE_TYPE_PIPE -> _S_IFIFO), so it
+      tells a pipe from a console; but a console and NUL are both FILE_TYPE_CHAR, and
+      os.isatty is True for NUL (Doc/library/sys.rst): only GetConsoleMode tells them
+      apart.
 [REP] os.replace over a file another process has open fails with ERROR_ACCESS_DENIED (5)
       or ERROR_SHARING_VIOLATION (32), both PermissionError errno 13 (PC/errmap.h;
       numba/numba#2041, platformio/platformio-home#8960).
@@ -24,7 +29,13 @@ Sources of the Windows values (quoted in the cases below):
       else ~/.local/share/<app> elsewhere; Path.home() raises RuntimeError("Could not
       determine home directory.") with no HOME and no passwd entry (Lib/pathlib.py).
 [PID] OpenProcess fails with ERROR_INVALID_PARAMETER (87) for a pid that does not exist;
-      GetExitCodeProcess gives STILL_ACTIVE (259) while it runs (Microsoft's docs).
+      WaitForSingleObject(process, 0) gives WAIT_TIMEOUT (0x102) while it runs,
+      WAIT_OBJECT_0 (0) once it has ended, WAIT_FAILED (0xFFFFFFFF) on an error
+      (learn.microsoft.com/windows/win32/api/synchapi/nf-synchapi-waitforsingleobject);
+      GetExitCodeProcess gives STILL_ACTIVE (259) while it runs, and its remarks warn
+      that a process can also exit with 259, so an exit code is no test of "running"
+      (learn.microsoft.com/windows/win32/api/processthreadsapi/nf-processthreadsapi-
+      getexitcodeprocess).
 """
 
 from __future__ import annotations
@@ -46,7 +57,9 @@ from botcity.plugins.ms365.credentials.platform import (
     FILE_TYPE_CHAR,
     FILE_TYPE_DISK,
     FILE_TYPE_PIPE,
-    STILL_ACTIVE,
+    WAIT_FAILED,
+    WAIT_OBJECT_0,
+    WAIT_TIMEOUT,
     NoDataDir,
     WindowsCalls,
 )
@@ -86,6 +99,8 @@ def a_descriptor():
     ("closed handle", windows(handle=OSError(errno.EBADF, "Bad file descriptor")),
      "closed", False),                                                              # [OSF]
     ("pythonw, no stream", windows(handle=2**64 - 2), "closed", False),             # [OSF]
+    ("INVALID_HANDLE_VALUE", windows(handle=2**64 - 1), "closed", False),           # [OSF]
+    ("NULL handle", windows(handle=0), "closed", False),                            # [OSF]
     ("redirected file", windows(FILE_TYPE_DISK, console=False), "file", True),      # [GFT]
 ])
 def test_windows_stdin_is_classified_by_its_handle(a_descriptor, case, calls, kind, person):
@@ -94,8 +109,8 @@ def test_windows_stdin_is_classified_by_its_handle(a_descriptor, case, calls, ki
 
 
 def test_on_windows_fstat_is_not_asked(a_descriptor):
-    """[FST]: os.fstat gives st_ino == st_dev == 0 for a console, a pipe and NUL alike on
-    Windows, which is what 1.0 compared; the Windows branch must not depend on it."""
+    """[FST]: os.fstat cannot tell a console from NUL on Windows (both S_IFCHR); the
+    Windows branch asks GetFileType and GetConsoleMode instead."""
     asked: list[int] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "fstat", lambda fd: asked.append(fd))
@@ -213,6 +228,21 @@ def sharing_violation() -> PermissionError:
     return exc
 
 
+def test_a_real_access_denied_is_raised_after_the_wait(tmp_path):
+    # [REP] ERROR_ACCESS_DENIED (5) is also a read-only file's or a refusing access list's
+    # answer: Windows does not say which, so it is waited out like a sharing violation
+    denied = PermissionError(errno.EACCES, "Access is denied")
+    denied.winerror = 5  # type: ignore[attr-defined]
+    waits: list[float] = []
+
+    def rename(source, target):
+        raise denied
+
+    with pytest.raises(PermissionError):
+        platform.replace(tmp_path / "a", tmp_path / "b", rename=rename, sleep=waits.append)
+    assert len(waits) > 3 and sum(waits) <= platform.REPLACE_SECONDS < sum(waits) + 0.4
+
+
 def test_a_rename_refused_twice_then_allowed_saves(tmp_path):
     tries: list[int] = []
 
@@ -238,8 +268,9 @@ def test_a_rename_refused_for_ever_is_a_store_error_and_the_token_stays(tmp_path
         tries.append(1)
         raise sharing_violation()
 
-    with pytest.raises(StoreError, match="Another program keeps it open"):
+    with pytest.raises(StoreError, match="Another program keeps it open") as caught:
         FileText(target, rename=rename).save('{"new": 1}')
+    assert "tried for 2 s" in str(caught.value) and "read-only" in str(caught.value)
 
     assert target.read_text() == '{"old": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["o365_token.txt"], "no temporary file"
@@ -342,14 +373,21 @@ def test_ms365_fallback_dir_wins(tmp_path, monkeypatch):
 # -- processes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("exit_code", "alive"), [
-    (STILL_ACTIVE, True), (None, False), (0, False), (1, False)])  # [PID]
-def test_windows_asks_the_process_not_kill(exit_code, alive):
+@pytest.mark.parametrize(("waited", "alive"), [
+    (WAIT_TIMEOUT, True), (WAIT_OBJECT_0, False), (None, False), (WAIT_FAILED, True),
+])  # [PID]
+def test_windows_asks_whether_the_process_is_signaled_not_kill(waited, alive):
     def never(pid):
         raise AssertionError("os.kill would terminate the process on Windows")
 
-    assert platform.pid_alive(4242, "win32", exit_code=lambda pid: exit_code,
+    assert platform.pid_alive(4242, "win32", wait=lambda pid: waited,
                               signal=never) is alive
+
+
+def test_on_windows_a_process_that_exited_with_259_is_not_running():
+    # [PID]: its exit code is STILL_ACTIVE (259), but its process object is signaled
+    assert platform.WAIT_TIMEOUT == 0x102 and platform.WAIT_OBJECT_0 == 0
+    assert platform.pid_alive(4242, "win32", wait=lambda pid: WAIT_OBJECT_0) is False
 
 
 def test_posix_pids_for_real():

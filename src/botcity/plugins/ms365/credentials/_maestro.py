@@ -10,6 +10,10 @@ Every failure becomes a :class:`~.errors.StoreError` naming the server, the labe
 what to check (:class:`~.errors.StoreUnavailable` when Maestro is down or failing); the
 Maestro access token never appears in a message. Besides the by-label read, writes use
 the SDK's by-label edit, also private: both are checked by ``tests/test_stores.py``.
+
+The SDK waits 30 s per socket read, makes no retries and never sleeps; every request it
+makes for the plugin is bounded as a whole by ``MS365_HTTP_TIMEOUT`` (``_transport.
+bounded``: a server that trickles its answer cannot hold a bot longer).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Any
 
 import requests
 
+from ._transport import DeadlineExceeded, bounded
 from .errors import ConfigurationError, StoreError, StoreUnavailable
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +56,20 @@ SDK_FAILURES = (requests.RequestException, ValueError, KeyError, AttributeError,
                 RuntimeError)
 
 
-def connect(server: str, login: str, key: str) -> Any:
-    """A ``BotMaestroSDK`` logged in to ``server`` (what ``botcity-ms365`` uses)."""
+def connect(server: str, login: str, key: str, timeout: float | None = None) -> Any:
+    """A ``BotMaestroSDK`` logged in to ``server`` (what ``botcity-ms365`` uses); each
+    request of the login ends within ``timeout`` s (``MS365_HTTP_TIMEOUT``)."""
     from botcity.maestro import BotMaestroSDK
 
     sdk = BotMaestroSDK(server, login, key)
+    seconds = Settings.from_environ().http_timeout if timeout is None else timeout
     try:
-        sdk.login()
+        with bounded(seconds):
+            sdk.login()
+    except requests.Timeout as exc:
+        raise StoreUnavailable(f"BotCity Maestro at {server} did not answer the login "
+                               f"within {seconds:g} s ({type(exc).__name__}). Try again "
+                               "later.") from None
     except requests.ConnectionError as exc:
         raise StoreUnavailable(f"BotCity Maestro at {server} is unreachable "
                                f"({type(exc).__name__}).") from None
@@ -127,8 +140,10 @@ class MaestroVault:
     #: How old the read a write is based on may be (callers read just before).
     WRITE_BASE_AGE = 1.0
 
-    def __init__(self, maestro: Any) -> None:
+    def __init__(self, maestro: Any, timeout: float | None = None) -> None:
         self._sdk = maestro
+        #: Seconds each request to Maestro may take in all (``MS365_HTTP_TIMEOUT``).
+        self.timeout = Settings.from_environ().http_timeout if timeout is None else timeout
         self._sets: dict[str, list[dict[str, Any]] | None] = {}
         self._read_at: dict[str, float] = {}
         self._watchers: dict[str, list[Callable[[dict[str, str]], None]]] = {}
@@ -168,6 +183,11 @@ class MaestroVault:
             return StoreUnavailable(
                 f"Could not {action} credential '{label}' in {where}: Maestro answered "
                 f"HTTP {status}.{absent}", status=status)
+        if isinstance(exc, DeadlineExceeded):
+            return StoreUnavailable(
+                f"Could not {action} credential '{label}': {where} did not finish "
+                f"answering within {self.timeout:g} s (MS365_HTTP_TIMEOUT). Try again "
+                "later, or check Maestro's health and the network.")
         if isinstance(exc, requests.Timeout):
             return StoreUnavailable(
                 f"Could not {action} credential '{label}': {where} did not answer in "
@@ -188,13 +208,18 @@ class MaestroVault:
         return StoreError(f"Could not {action} credential '{label}' in {where}: "
                           f"{type(exc).__name__}.")
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's ``method``; each request it makes ends within :attr:`timeout` s."""
+        with bounded(self.timeout):
+            return getattr(self._sdk, method)(*args, **kwargs)
+
     def _secrets(self, label: str, max_age: float | None) -> list[dict[str, Any]] | None:
         check_name("label", label)
         cached = label in self._sets
         if cached and (max_age is None or time.monotonic() - self._read_at[label] <= max_age):
             return self._sets[label]
         try:
-            data = self._sdk._get_credential_by_label(label, raise_exception=True)
+            data = self._call("_get_credential_by_label", label, raise_exception=True)
         except requests.HTTPError as exc:
             # Maestro's answer for a label that does not exist is not documented: a client
             # error (404, 400) means "no such label"; a 5xx may mean that too, or an outage
@@ -235,18 +260,16 @@ class MaestroVault:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and
         leaving every other key of the set as it is."""
         check_name("key", key)
-        created = False
+        # A read that failed (a 5xx, a timeout) raises here and nothing is written: a
+        # failed read is never a reason to create the label, which would replace a set
+        # holding the app's client id and secret with one holding only this key.
         try:
             secrets = self._secrets(label, self.WRITE_BASE_AGE)
         except StoreUnavailable as exc:
-            if not exc.may_be_absent:
-                raise
-            secrets, created = self._create_if_absent(label, key, value, exc), True
+            raise StoreUnavailable(f"{exc} Nothing was written.", status=exc.status) from None
         try:
-            if created:
-                pass  # with the key
-            elif secrets is None:
-                self._sdk._create_credential_by_label(
+            if secrets is None:
+                self._call("_create_credential_by_label",
                     label, [{"key": key, "value": value, "valid": True}])
                 secrets = []
             elif _version_tuple(getattr(self._sdk, "version", None)) < (3, 0, 0):
@@ -257,7 +280,7 @@ class MaestroVault:
                         f"Upgrade Maestro, or delete key '{key}' of credential '{label}' "
                         "so the plugin can add it again."
                     )
-                self._sdk.create_credential(label, key, value)
+                self._call("create_credential", label, key, value)
             else:
                 edited = [dict(item) for item in secrets]
                 for item in edited:
@@ -267,12 +290,12 @@ class MaestroVault:
                 else:
                     edited.append({"key": key, "value": value, "valid": True})
                 try:
-                    self._sdk._edit_credential_by_label(label, edited)
+                    self._call("_edit_credential_by_label", label, edited)
                 except requests.HTTPError as exc:
                     if exc.response is None or exc.response.status_code != 404:
                         raise
                     # the label was deleted since it was read: create it with this key
-                    self._sdk._create_credential_by_label(
+                    self._call("_create_credential_by_label",
                         label, [{"key": key, "value": value, "valid": True}])
                     secrets = []
         except StoreError:
@@ -283,21 +306,6 @@ class MaestroVault:
         changed = [item for item in secrets or [] if item.get("key") != key]
         self._sets[label] = [*changed, {"key": key, "value": value, "valid": True}]
         log.debug("Wrote key %r of Maestro credential %r", key, label)
-
-    def _create_if_absent(self, label: str, key: str, value: str,
-                          read_failed: StoreUnavailable) -> list[dict[str, Any]]:
-        """The read of ``label`` got a 5xx, which Maestro may answer for a label that does
-        not exist: creating it tells (it fails when the label exists, or Maestro is
-        down, and then the read's error stands). This relies on Maestro refusing to
-        create a label that exists, as the SDK's own ``create_credential`` does (it
-        creates whenever its read fails); not yet checked against a real Maestro."""
-        try:
-            self._sdk._create_credential_by_label(
-                label, [{"key": key, "value": value, "valid": True}])
-        except SDK_FAILURES:
-            raise read_failed from None
-        log.info("Created Maestro credential %r (reading it had failed)", label)
-        return []
 
     def alert(self, title: str, message: str, *, error: bool = False, once: str = "") -> bool:
         """Raise a Maestro alert on the running task; with ``once``, at most one alert per
@@ -311,7 +319,7 @@ class MaestroVault:
         from botcity.maestro import AlertType
 
         try:
-            self._sdk.alert(task_id=task_id(self._sdk), title=title,
+            self._call("alert", task_id=task_id(self._sdk), title=title,
                             message=message,
                             alert_type=AlertType.ERROR if error else AlertType.WARN)
         except SDK_FAILURES as exc:
@@ -323,7 +331,7 @@ class MaestroVault:
     def remove(self, label: str, key: str) -> None:
         """Remove ``key`` from ``label`` (the other keys stay)."""
         try:
-            self._sdk.remove_credential(label, key)
+            self._call("remove_credential", label, key)
         except ValueError as exc:
             if "does not exist" not in str(exc):
                 raise self._fail("remove a key of", label, exc) from None

@@ -49,17 +49,10 @@ import requests
 from msal import ConfidentialClientApplication, PublicClientApplication
 from msal.exceptions import MsalServiceError
 from O365 import Account
-from O365.connection import (
-    RETRIES_BACKOFF_FACTOR,
-    RETRIES_STATUS_LIST,
-    Connection,
-    MSGraphProtocol,
-)
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from O365.connection import Connection, MSGraphProtocol
 
 from ._clock import Clock
-from ._transport import DEFAULT_BUDGET, RetryingSession
+from ._transport import DEFAULT_BUDGET, RetryingSession, graph_adapter
 from .discovery import Discovery
 from .errors import (
     AuthorizationError,
@@ -362,17 +355,15 @@ class PluginConnection(Connection):
         return self._msal_client
 
     def get_session(self, load_token: bool = False) -> Any:
-        """O365's session, retrying 429/5xx answers and failed connections as O365 does,
-        but not a request that timed out: a server that kept silent for the whole
-        timeout would only be waited for again (each wait ``MS365_HTTP_TIMEOUT``)."""
+        """O365's session on the plugin's Graph adapter (:func:`._transport.graph_adapter`):
+        each request bounded as a whole (``MS365_HTTP_TIMEOUT``), 429/5xx answers and
+        failed connections retried as O365 does with every wait out of the retry budget
+        (``MS365_RETRY_SECONDS``), a request that timed out not retried."""
         session = super().get_session(load_token=load_token)
-        if self.request_retries:
-            retry = Retry(total=self.request_retries, read=0, connect=self.request_retries,
-                          backoff_factor=RETRIES_BACKOFF_FACTOR,
-                          status_forcelist=RETRIES_STATUS_LIST,
-                          respect_retry_after_header=True)
-            for prefix in ("http://", "https://"):
-                session.mount(prefix, HTTPAdapter(max_retries=retry))
+        adapter = graph_adapter(retries=self.request_retries, budget=self.retry_budget,
+                                timeout=self.timeout)
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, adapter)
         return session
 
     def oauth_request(self, url: str, method: str, **kwargs: Any) -> Any:

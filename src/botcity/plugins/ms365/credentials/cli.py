@@ -7,8 +7,10 @@
     botcity-ms365 migrate o365_token.txt                           # O365 1.x -> current
     botcity-ms365 demo | sandbox [ACTION]                          # the local sandbox
 
-The Maestro connection comes from ``--server/--login/--key`` or ``BOTCITY_SERVER``,
-``BOTCITY_LOGIN``, ``BOTCITY_KEY``; without one the token file is used (``--token-path``).
+The Maestro connection comes from ``--server/--login`` or ``BOTCITY_SERVER``,
+``BOTCITY_LOGIN``, and the key from ``BOTCITY_KEY`` or, at a terminal, a prompt that does
+not echo (``--key`` is still accepted, but puts the key in the process list); without one
+the token file is used (``--token-path``).
 Exit codes: 0 success, 1 a failure the message says how to fix, 2 a usage error.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,16 +46,41 @@ def _err(text: str) -> None:
 
 
 # -- where things are ---------------------------------------------------------------------
+#: ``--key``'s warning: other users of the machine see a command's arguments (``ps``).
+KEY_VISIBLE = ("--key puts the Maestro key in the process list, where other users of "
+               "this machine can read it: set BOTCITY_KEY instead, or leave the key out "
+               "at a terminal to type it without echo")
+
+
+def _ask_key(login: str) -> str | None:
+    """The Maestro key typed at a terminal without echo; None when nobody is at one."""
+    from . import platform
+
+    if platform.stdin_kind(sys.stdin) != "console":
+        return None
+    import getpass
+
+    return getpass.getpass(f"Maestro key of {login} (not shown): ").strip() or None
+
+
 def _maestro(args: argparse.Namespace) -> Any:
     """A logged-in BotMaestroSDK, or None when no Maestro connection was given."""
-    server = args.server or os.environ.get("BOTCITY_SERVER")
-    login = args.login or os.environ.get("BOTCITY_LOGIN")
-    key = args.key or os.environ.get("BOTCITY_KEY")
+    from .settings import MaestroConnection
+
+    env = MaestroConnection.from_environ()
+    server = args.server or env.server
+    login = args.login or env.login
+    if args.key:
+        _err(f"warning: {KEY_VISIBLE}.")
+    key = args.key or env.key
     if not (server or login or key):
         return None
+    if server and login and not key:
+        key = _ask_key(login)
     if not (server and login and key):
-        raise UsageError("give the Maestro server, login and key together (--server, --login, "
-                         "--key, or BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
+        raise UsageError("give the Maestro server, login and key together: --server and "
+                         "--login (or BOTCITY_SERVER, BOTCITY_LOGIN), and the key in "
+                         "BOTCITY_KEY (at a terminal, leave it out to be asked for it)")
     from ._maestro import connect
 
     return connect(server, login, key)
@@ -402,8 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = connection.add_argument_group("where the token lives")
     group.add_argument("--server", help="Maestro server (or BOTCITY_SERVER)")
     group.add_argument("--login", help="Maestro login (or BOTCITY_LOGIN)")
-    group.add_argument("--key", help="Maestro key (or BOTCITY_KEY, better: not in the "
-                       "process list)")
+    group.add_argument("--key", help="Maestro key: visible to other users in the process "
+                       "list, so set BOTCITY_KEY instead (at a terminal, leave it out to "
+                       "be asked for it without echo)")
     group.add_argument("--label", help="Maestro credential with client_id, client_secret "
                        "(and the token)")
     group.add_argument("--token-label", help="Maestro credential of the token (default: "

@@ -46,12 +46,6 @@ class StoreUnavailable(StoreError):
         super().__init__(message)
         self.status = status
 
-    @property
-    def may_be_absent(self) -> bool:
-        """Maestro answered 5xx, which it may also answer for a credential that does not
-        exist (its answer for a missing label is not documented)."""
-        return (self.status or 0) >= 500
-
 
 class ServiceUnavailable(MS365CredentialsError):
     """Microsoft's identity platform answered 429 or 5xx (or was unreachable), or throttled

@@ -3,9 +3,10 @@ O365's token backend (``stores.py``).
 
 Each kind of place reads, writes and removes text, and says where it is without a secret:
 
-- :class:`FileText`: a local file, written atomically (a temporary file beside it, renamed
-  over it) and readable only by its user; a temporary file that a killed process left is
-  removed at the next save;
+- :class:`FileText`: a local file, written atomically (a temporary file beside it, made
+  readable only by its user before the first byte, renamed over it); a file an older
+  version left readable by others is tightened when it is loaded; a temporary file that a
+  killed process left is removed at the next save;
 - :class:`MaestroText`: one key of a BotCity Maestro credential;
 - :class:`Fallback`: a token Maestro could not take, kept on this machine for one
   workspace, label and key until Maestro can take it.
@@ -31,7 +32,9 @@ from .tokens import parse_token
 
 log = logging.getLogger(__name__)
 
-#: A temporary file without a process id (an older version's) this old is abandoned.
+#: A temporary file this old is abandoned, whatever process id its name carries: a save
+#: takes milliseconds, and a container's bot runs as the same pid every time, so a "live"
+#: pid in the name of an old file is a reused one.
 ORPHAN_SECONDS = 60.0
 
 
@@ -75,21 +78,26 @@ class MemoryText(TextPersistence):
 
 
 class FileText(TextPersistence):
-    """A local file. A save writes a temporary file in the same folder (its name carries
+    """A local file. A save creates a temporary file in the same folder (its name carries
     the writer's process id), makes it readable by its user only (:func:`.platform.protect`:
-    mode 0600 on POSIX, an owner-only access list on Windows), and renames it over the
-    file, waiting out a moment another process has it open (Windows): the file is always
-    the old or the new text, never half of one."""
+    mode 0600 on POSIX, where ``mkstemp`` creates it so already; an owner-only access list
+    on Windows, where it would inherit the folder's) before writing a byte to it, and
+    renames it over the file, waiting out a moment another process has it open (Windows):
+    the file is always the old or the new text, never half of one.
+
+    The first load tightens a file that others may read (a 0.2.0 file is 0644) the same
+    way; a file that cannot be tightened (another user's) is only logged."""
 
     def __init__(self, path: Path, rename: Callable[[Any, Any], None] = os.replace) -> None:
         self.path = path
         self.location = f"file {path.resolve()}"
         self.removal = f"delete {path.resolve()}"
         self._rename = rename  # the OS's rename (tests pass one that fails)
+        self._tightened = False
 
     def load(self, max_age: float | None = None) -> str | None:
         try:
-            return self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except UnicodeDecodeError:
@@ -99,6 +107,21 @@ class FileText(TextPersistence):
             ) from None
         except OSError as exc:
             raise StoreError(f"Cannot read {self.location}: {exc.strerror or exc}.") from None
+        if not self._tightened:
+            self._tightened = True
+            self._tighten()
+        return text
+
+    def _tighten(self) -> None:
+        """Make the file readable by its user only, if others may read it (best effort)."""
+        try:
+            if platform.tighten(self.path):
+                log.debug("Made %s readable by its user only", self.location)
+        except OSError as exc:
+            log.warning("Could not make %s readable by its user only (%s): it holds a "
+                        "refresh token; its owner should restrict it (POSIX: chmod 600; "
+                        "Windows: its Security properties)", self.location,
+                        exc.strerror or type(exc).__name__)
 
     def save(self, text: str) -> None:
         folder = self.path.parent
@@ -109,19 +132,24 @@ class FileText(TextPersistence):
         except OSError as exc:
             raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None
         try:
+            try:
+                platform.protect(tmp)  # before the first byte of the token is written
+            except BaseException:
+                os.close(fd)
+                raise
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            platform.protect(tmp)
             platform.replace(tmp, self.path, rename=self._rename)
         except PermissionError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(
-                f"Cannot write {self.location}: {exc.strerror or exc}. Another program "
-                "keeps it open (another bot reading it, an antivirus, a sync client such "
-                "as OneDrive) or its folder is not writable; the token stored there is "
-                "unchanged.") from None
+                f"Cannot write {self.location}: {exc.strerror or exc} (tried for "
+                f"{platform.REPLACE_SECONDS:g} s). Another program keeps it open (another "
+                "bot reading it, an antivirus, a sync client such as OneDrive), or this "
+                "user may not write it (a read-only file, its access list) or its folder; "
+                "the token stored there is unchanged.") from None
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None
@@ -140,8 +168,11 @@ class FileText(TextPersistence):
 
     def clean(self, alive: Callable[[int], bool] = platform.pid_alive) -> int:
         """Remove the temporary files that saves of killed processes left beside the file
-        (they hold tokens); return how many. A running process's is left alone, this
-        one's included (another thread may be saving)."""
+        (they hold tokens); return how many: those of a process that no longer runs, and
+        any older than :data:`ORPHAN_SECONDS` whatever its process id (a container's bot
+        has the same pid at every run, so its own leftovers name a live process). A
+        recent one of a running process is left alone, this one's included (another
+        thread may be saving)."""
         pattern = re.compile(re.escape(f".{self.path.name}.") + r"(?:(\d+)\.)?[^.]*\.tmp")
         removed = 0
         try:
@@ -154,8 +185,8 @@ class FileText(TextPersistence):
                 continue
             pid = int(match.group(1)) if match.group(1) else None
             try:
-                stale = (pid is not None and not alive(pid)) or (
-                    pid is None and time.time() - candidate.stat().st_mtime > ORPHAN_SECONDS)
+                stale = (time.time() - candidate.stat().st_mtime > ORPHAN_SECONDS) or (
+                    pid is not None and not alive(pid))
                 if stale:
                     candidate.unlink()
                     removed += 1

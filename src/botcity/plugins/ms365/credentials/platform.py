@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,13 @@ SYSTEM = sys.platform
 # -- is a person at the keyboard? ------------------------------------------------------------
 #: Win32 GetFileType answers (Microsoft's documentation of GetFileType).
 FILE_TYPE_UNKNOWN, FILE_TYPE_DISK, FILE_TYPE_CHAR, FILE_TYPE_PIPE = 0, 1, 2, 3
+#: ``msvcrt.get_osfhandle`` gives a handle as an unsigned number (CPython's
+#: PC/clinic/msvcrtmodule.c.h: ``PyLong_FromVoidPtr``), so the C runtime's -2 ("no stream",
+#: a pythonw descriptor) is 2**64 - 2 on 64-bit Windows, and INVALID_HANDLE_VALUE (-1) is
+#: 2**64 - 1 (it never comes back: get_osfhandle raises OSError for it).
+_POINTER = 2 ** (8 * struct.calcsize("P"))
+INVALID_HANDLE_VALUE = _POINTER - 1
+NO_STREAM_HANDLE = _POINTER - 2
 
 
 class WindowsCalls(NamedTuple):
@@ -103,9 +111,11 @@ def stdin_kind(stdin: TextIO | None, system: str | None = None,
     ``NUL``), ``"closed"`` (none, closed, or a Windows handle that is not valid) or
     ``"replaced"`` (a stream without a descriptor: an IDE's or a test's).
 
-    On Windows ``os.fstat`` cannot tell these apart (it gives ``st_ino == st_dev == 0``
-    for a console, a pipe and ``NUL`` alike) and ``os.isatty`` is True for ``NUL``; the
-    handle's ``GetFileType``, and ``GetConsoleMode`` for a character device, can."""
+    On Windows ``os.fstat`` asks the handle's ``GetFileType`` (CPython's
+    Python/fileutils.c, ``_Py_fstat_noraise``): it tells a pipe (``S_IFIFO``) and a file
+    from a console (``S_IFCHR``), but a console and ``NUL`` are both character devices
+    (``S_IFCHR``), and ``os.isatty`` is True for both. So the plugin asks ``GetFileType``
+    itself, and ``GetConsoleMode`` for a character device, which only a console accepts."""
     system = SYSTEM if system is None else system
     if stdin is None or getattr(stdin, "closed", True):
         return "closed"
@@ -119,7 +129,7 @@ def stdin_kind(stdin: TextIO | None, system: str | None = None,
             handle = calls.handle(fd)
         except OSError:
             return "closed"
-        if handle in (None, 0, -1, -2) or handle >= 2**64 - 2:  # NULL, INVALID, no stream
+        if handle in (0, NO_STREAM_HANDLE, INVALID_HANDLE_VALUE):
             return "closed"
         kind = calls.file_type(handle)
         if kind == FILE_TYPE_CHAR:
@@ -173,9 +183,25 @@ def protect(path: str | os.PathLike[str], system: str | None = None,
         os.chmod(path, 0o600)
 
 
+def tighten(path: str | os.PathLike[str], system: str | None = None,
+            windows: WindowsCalls | None = None) -> bool:
+    """:func:`protect` ``path`` if others may read it; True when it was changed. On POSIX
+    that is a group or other permission bit (a 0.2.0 token file is 0644); on Windows the
+    mode says nothing about the access list (``os.stat`` derives it from the read-only
+    attribute), so the owner-only list is set every time. ``OSError`` when the file is not
+    ours to change (``chmod`` gives EPERM, ``SetFileSecurityW`` ERROR_ACCESS_DENIED)."""
+    system = SYSTEM if system is None else system
+    if system != "win32" and not stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        return False
+    protect(path, system, windows)
+    return True
+
+
 # -- renaming over a file another process has open -------------------------------------------
 #: Windows refuses to rename over a file another process has open: ERROR_ACCESS_DENIED (5)
-#: or ERROR_SHARING_VIOLATION (32), both PermissionError (errno 13) in Python.
+#: or ERROR_SHARING_VIOLATION (32), both PermissionError (errno 13) in Python. 5 is also
+#: Windows' answer for a real denial (a read-only file, an access list that refuses us),
+#: which the retries cannot tell from a passing one: that error comes after the wait.
 SHARING_ERRORS = (5, 32)
 REPLACE_SECONDS = 2.0
 
@@ -186,7 +212,9 @@ def replace(source: str | os.PathLike[str], target: str | os.PathLike[str],
             seconds: float = REPLACE_SECONDS) -> None:
     """``os.replace``, retried for up to ``seconds`` while another process has the target
     open (another bot reading it, an antivirus, OneDrive syncing the folder): 50 ms,
-    doubling to 400 ms. Then the last ``PermissionError`` is raised."""
+    doubling to 400 ms. Then the last ``PermissionError`` is raised. A real denial
+    (ERROR_ACCESS_DENIED for a read-only target or a refusing access list) looks the same
+    and is raised only after those ``seconds`` too; on POSIX a refusal is raised at once."""
     waited, wait = 0.0, 0.05
     while True:
         try:
@@ -246,30 +274,35 @@ def user_data_dir(environ: Mapping[str, str] | None = None, system: str | None =
 
 
 # -- processes ----------------------------------------------------------------------------
-#: Windows: OpenProcess access right, error for a pid that does not exist, exit code of a
-#: running process (Microsoft's documentation of OpenProcess and GetExitCodeProcess).
+#: Windows: OpenProcess access rights and its error for a pid that does not exist, and
+#: WaitForSingleObject's answers (Microsoft's documentation of OpenProcess, Process
+#: Security and Access Rights, and WaitForSingleObject). The exit code is no test of
+#: "running": a process may exit with 259, STILL_ACTIVE (GetExitCodeProcess's remarks).
+SYNCHRONIZE = 0x00100000
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 ERROR_INVALID_PARAMETER = 87
-STILL_ACTIVE = 259
+WAIT_OBJECT_0 = 0x0
+WAIT_TIMEOUT = 0x102
+WAIT_FAILED = 0xFFFFFFFF
 
 
-def _windows_exit_code(pid: int) -> int | None:  # pragma: no cover - runs on Windows only
-    """The exit code of ``pid`` (STILL_ACTIVE while it runs); None: no such process."""
+def _windows_wait(pid: int) -> int | None:  # pragma: no cover - runs on Windows only
+    """``WaitForSingleObject(process, 0)`` for ``pid``: WAIT_TIMEOUT while it runs,
+    WAIT_OBJECT_0 once it has ended; None: no such process."""
     import ctypes
     from ctypes import wintypes
 
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     kernel32.OpenProcess.restype = wintypes.HANDLE
-    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    kernel32.WaitForSingleObject.argtypes = [wintypes.HANDLE, wintypes.DWORD]
+    kernel32.WaitForSingleObject.restype = wintypes.DWORD
+    handle = kernel32.OpenProcess(SYNCHRONIZE, False, pid)
     if not handle:
         if ctypes.get_last_error() == ERROR_INVALID_PARAMETER:  # type: ignore[attr-defined]
             return None
-        return STILL_ACTIVE  # exists, but not ours to query (another user's): alive
+        return WAIT_TIMEOUT  # exists, but not ours to wait for (another user's): alive
     try:
-        code = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return STILL_ACTIVE
-        return int(code.value)
+        return int(kernel32.WaitForSingleObject(handle, 0))
     finally:
         kernel32.CloseHandle(handle)
 
@@ -279,15 +312,19 @@ def _posix_signal(pid: int) -> None:
 
 
 def pid_alive(pid: int, system: str | None = None,
-              exit_code: Callable[[int], int | None] = _windows_exit_code,
+              wait: Callable[[int], int | None] = _windows_wait,
               signal: Callable[[int], None] = _posix_signal) -> bool:
     """Whether process ``pid`` still runs. On Windows this must not use ``os.kill``, which
-    there terminates the process; it asks ``OpenProcess``/``GetExitCodeProcess``."""
+    there terminates the process; it asks whether the process object is signaled
+    (``WaitForSingleObject`` with no wait): WAIT_TIMEOUT means running, and a wait that
+    failed (WAIT_FAILED) counts as running too (its temporary file is left, until it is
+    a minute old)."""
     system = SYSTEM if system is None else system
     if pid <= 0:
         return False
     if system == "win32":
-        return exit_code(pid) == STILL_ACTIVE
+        answer = wait(pid)
+        return answer is not None and answer != WAIT_OBJECT_0
     try:
         signal(pid)
     except ProcessLookupError:

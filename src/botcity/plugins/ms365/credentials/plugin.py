@@ -291,12 +291,6 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
         except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
             claims = exc.claims
-        except StoreUnavailable as exc:
-            if not exc.may_be_absent:
-                raise
-            # Maestro may answer 5xx for a credential that does not exist: the save
-            # creates it then, and fails (writing nothing) if it exists
-            log.warning("%s Signing in anyway.", exc)
         return self._sign_in(mode, self._with_granted(resolve_permissions(scopes)),
                              select_account=select_account, claims=claims,
                              progress=progress)

@@ -1,7 +1,8 @@
 """The environment variables the plugin reads: their names, and the values a plugin
 takes from them when it is made (one parser for seconds, one check of a URL). This is the
 only module that reads the plugin's variables; the others get :class:`Settings`. (The
-operating system's own variables, such as ``LOCALAPPDATA``, are ``platform.py``'s.)
+operating system's own variables, such as ``LOCALAPPDATA``, are ``platform.py``'s.) The
+``BOTCITY_*`` variables are the command's (``botcity-ms365``): :class:`MaestroConnection`.
 Arguments win over all of these; the configuration page lists both."""
 
 from __future__ import annotations
@@ -27,6 +28,29 @@ ENV_RETRY_SECONDS = "MS365_RETRY_SECONDS"
 ENV_HTTP_TIMEOUT = "MS365_HTTP_TIMEOUT"
 ENV_COORDINATE = "MS365_COORDINATE_REFRESH"
 ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
+#: ``botcity-ms365``'s Maestro connection (a bot gets its own from the Runner).
+ENV_BOTCITY_SERVER = "BOTCITY_SERVER"
+ENV_BOTCITY_LOGIN = "BOTCITY_LOGIN"
+ENV_BOTCITY_KEY = "BOTCITY_KEY"
+
+
+class MaestroConnection(NamedTuple):
+    """``botcity-ms365``'s Maestro server, login and key from the environment (None: not
+    set). The key is kept out of ``repr``."""
+
+    server: str | None
+    login: str | None
+    key: str | None
+
+    def __repr__(self) -> str:
+        return (f"MaestroConnection(server={self.server!r}, login={self.login!r}, "
+                f"key={'***' if self.key else None})")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> MaestroConnection:
+        environ = os.environ if environ is None else environ
+        return cls(*(environ.get(name, "").strip() or None for name in (
+            ENV_BOTCITY_SERVER, ENV_BOTCITY_LOGIN, ENV_BOTCITY_KEY)))
 
 
 def seconds(environ: Mapping[str, str], name: str, default: float, low: float,

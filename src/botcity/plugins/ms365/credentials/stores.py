@@ -31,7 +31,7 @@ from ._clock import CLOCK, Clock
 from ._maestro import MaestroVault
 from .discovery import KEY as DISCOVERY_KEY
 from .discovery import Discovery
-from .errors import StoreError, StoreUnavailable, TokenFormatError
+from .errors import StoreError, TokenFormatError
 from .persistence import (
     Fallback,
     FileText,
@@ -276,13 +276,9 @@ class TokenStore(BaseTokenBackend):
     def replace_stored(self) -> None:
         """Write the held token over what is stored (a person's sign-in, an operator's
         copy): absent or readable, never a value that cannot be read."""
-        try:
-            stored = self.read_stored(max_age=0.0)  # raises TokenFormatError for a broken value
-        except StoreUnavailable as exc:
-            if not exc.may_be_absent:
-                raise
-            stored = None  # Maestro may answer 5xx for a credential that does not exist:
-            # the write creates it then, and fails (writing nothing) if it exists
+        # a broken value raises TokenFormatError; a store that cannot be read, its error:
+        # a failed read is never taken for "nothing stored"
+        stored = self.read_stored(max_age=0.0)
         self.generation = generation(stored) + 1
         self.persistence.save(self.serialize())
         self._from_store = True

@@ -63,7 +63,7 @@ def test_usage_errors_exit_2():
 def test_demo_without_the_bots_requirements_says_how_to_install_them(monkeypatch, capsys):
     import importlib.util
 
-    from botcity.plugins.ms365.credentials.sandbox.demo import run_demo
+    from botcity.plugins.ms365.sandbox.demo import run_demo
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -356,7 +356,7 @@ def test_the_configuration_reference_names_every_argument():
 
 def test_the_configuration_reference_names_every_environment_variable():
     from botcity.plugins.ms365.credentials import settings
-    from botcity.plugins.ms365.credentials.sandbox import command
+    from botcity.plugins.ms365.sandbox import command
 
     _, variables = reference_table()
     code = {value for key, value in vars(settings).items() if key.startswith("ENV_")}

@@ -362,7 +362,8 @@ def test_the_configuration_reference_names_every_environment_variable():
     code = {value for key, value in vars(settings).items() if key.startswith("ENV_")}
     code |= {command.ENV_STATE, "BOTCITY_SERVER", "BOTCITY_LOGIN", "BOTCITY_KEY"}
     assert code - variables == set(), "variables missing from docs/configuration.md"
-    source = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.py"))
+    source = "\n".join(p.read_text() for p in [*(REPO / "src").rglob("*.py"),
+                                                 *(REPO / "sandbox" / "src").rglob("*.py")])
     for variable in variables - {"REQUESTS_CA_BUNDLE"}:  # requests' own, set by the sandbox
         assert f'"{variable}"' in source, f"{variable} is not read by the code"
 
@@ -387,9 +388,9 @@ def test_the_readme_is_a_landing_page():
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     # the two commands CI and reviewers run as written
-    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[demo]" && '
+    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[demo]" -e ./sandbox && '
             ".venv/bin/botcity-ms365 demo") in text
-    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && '
+    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" -e ./sandbox && '
             ".venv/bin/pytest") in text
 
 

@@ -6,9 +6,10 @@ sandbox's servers play the person who signs in and accepts.
 
     python -m botcity.plugins.ms365.sandbox.first_consent '{"label": ..., "scopes": [...]}'
 
-The request (JSON, first argument): ``label``, ``scopes``, and the sandbox Maestro's
-``server``, ``login`` and ``key``. Exit 0 when the token is stored; 1 with the plugin's
-error as JSON (``{"error": class name, "message": ...}``) on the last line of stdout.
+The request (JSON, first argument): ``label`` and ``scopes``; the sandbox Maestro's
+connection is ``BOTCITY_SERVER``, ``BOTCITY_LOGIN`` and ``BOTCITY_KEY`` (not on the command
+line). Exit 0 when the token is stored; 1 with the plugin's error as JSON
+(``{"error": class name, "message": ...}``) on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def main(argv: list[str]) -> int:
 
     request = json.loads(argv[0])
     ca_file = os.environ["REQUESTS_CA_BUNDLE"]
-    maestro = BotMaestroSDK(request["server"], request["login"], request["key"])
+    maestro = BotMaestroSDK(os.environ["BOTCITY_SERVER"], os.environ["BOTCITY_LOGIN"],
+                            os.environ["BOTCITY_KEY"])
     maestro.login()
     try:
         MS365CredentialsPlugin(maestro=maestro, credential_label=request["label"]).sign_in(

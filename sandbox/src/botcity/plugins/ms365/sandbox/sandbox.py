@@ -206,15 +206,13 @@ class Sandbox:
         """The first consent into Maestro credential ``label`` (made with the app's keys
         when it does not exist), as a person does it with ``botcity-ms365 login``: the
         plugin signs in, in a process of its own (:mod:`.first_consent`) pointed at the
-        sandbox by its environment (:meth:`bot_env`), so this process's environment is
-        left as it is. The plugin's error, if it fails, is raised here."""
+        sandbox (and its Maestro) by its environment (:meth:`bot_env`), so this process's
+        environment is left as it is. The plugin's error, if it fails, is raised here."""
         from botcity.plugins.ms365.credentials import errors
 
         if label not in self.maestro.credentials:
             self.put_app_credentials(label)
-        request = {"label": label, "scopes": [str(getattr(s, "value", s)) for s in scopes],
-                   "server": self.maestro_url, "login": self.maestro.login,
-                   "key": self.maestro.key}
+        request = {"label": label, "scopes": [str(getattr(s, "value", s)) for s in scopes]}
         done = subprocess.run(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", f"{__package__}.first_consent", json.dumps(request)],
             env=self.process_env(**self.bot_env()), stdin=subprocess.DEVNULL,

@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials.sandbox import Sandbox, expire_token_text
-from botcity.plugins.ms365.credentials.sandbox.herd import run_cold_starts, run_herd
+from botcity.plugins.ms365.sandbox import Sandbox, expire_token_text
+from herd_bot import run_cold_starts, run_herd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

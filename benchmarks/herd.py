@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from botcity.plugins.ms365.credentials.sandbox import Sandbox
-from botcity.plugins.ms365.credentials.sandbox.herd import run_cold_starts, run_herd
+from botcity.plugins.ms365.sandbox import Sandbox
+from herd_bot import run_cold_starts, run_herd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

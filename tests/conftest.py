@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from botcity.plugins.ms365.credentials.sandbox import Sandbox
+from botcity.plugins.ms365.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 BOT = REPO / "bot_example" / "bot.py"

@@ -195,7 +195,7 @@ def cli_session() -> str:
     """Run :data:`CLI_SESSION` against a fresh sandbox, as a person at a terminal does;
     return the transcript (``$ command``, its output, ``exit N`` when not 0)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from botcity.plugins.ms365.credentials.sandbox import Sandbox
+    from botcity.plugins.ms365.sandbox import Sandbox
     from conftest import consent_answerer, run_process
 
     out = []

@@ -18,7 +18,7 @@ from botcity.plugins.ms365.credentials import (
     StoreUnavailable,
     TokenFormatError,
 )
-from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+from botcity.plugins.ms365.sandbox import expire_token_text
 from conftest import bot_env, run_process, script
 
 LABEL = "ms365"
@@ -130,7 +130,7 @@ def authorized(sandbox, maestro):
 
 
 def test_maestro_older_than_3_cannot_update_a_key(sandbox):
-    from botcity.plugins.ms365.credentials.sandbox import Sandbox
+    from botcity.plugins.ms365.sandbox import Sandbox
 
     with Sandbox(maestro_version="2.4.0") as old:
         import os

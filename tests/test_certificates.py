@@ -19,7 +19,7 @@ from botcity.plugins.ms365.credentials import (
     ConfigurationError,
     MS365CredentialsPlugin,
 )
-from botcity.plugins.ms365.credentials.sandbox.certificates import make_certificate
+from botcity.plugins.ms365.sandbox.client_assertions import make_certificate
 from conftest import BOT, bot_env, consent_answerer, run_process, script
 
 LABEL = "ms365"
@@ -96,7 +96,7 @@ print("user:", service.ms365_account.get_current_user_data().user_principal_name
 
     sandbox.force_expiry()
     (tmp_path / "o365_token.txt").write_text(
-        __import__("botcity.plugins.ms365.credentials.sandbox", fromlist=["x"])
+        __import__("botcity.plugins.ms365.sandbox", fromlist=["x"])
         .expire_token_text((tmp_path / "o365_token.txt").read_text()))
     sandbox.requests.clear()
     second = run_process(bot, bot_env(sandbox), cwd=tmp_path, stdin_closed=True)

@@ -94,7 +94,7 @@ def test_demo_outside_the_project_says_where_to_run_it(tmp_path):
 def test_demo_without_the_bots_requirements_says_how_to_install_them(monkeypatch, capsys):
     import importlib.util
 
-    from botcity.plugins.ms365.credentials.sandbox.demo import run_demo
+    from botcity.plugins.ms365.sandbox.demo import run_demo
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+from botcity.plugins.ms365.sandbox import expire_token_text
 from conftest import DEADLINE, bot_env, consent_answerer, run_process
 
 LABEL = "ms365"

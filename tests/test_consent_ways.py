@@ -202,7 +202,7 @@ def test_a_device_code_token_refreshes_as_a_public_client(sandbox, tmp_path):
     finally:
         stop.set()
     token_file = tmp_path / "o365_token.txt"
-    from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+    from botcity.plugins.ms365.sandbox import expire_token_text
     token_file.write_text(expire_token_text(token_file.read_text()))
     sandbox.tenant.expire_access_tokens()
 

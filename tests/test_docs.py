@@ -378,13 +378,14 @@ def test_the_configuration_reference_names_every_argument():
 
 def test_the_configuration_reference_names_every_environment_variable():
     from botcity.plugins.ms365.credentials import settings
-    from botcity.plugins.ms365.credentials.sandbox import command
+    from botcity.plugins.ms365.sandbox import command
 
     _, variables = reference_table()
     code = {value for key, value in vars(settings).items() if key.startswith("ENV_")}
     code |= {command.ENV_STATE, "BOTCITY_SERVER", "BOTCITY_LOGIN", "BOTCITY_KEY"}
     assert code - variables == set(), "variables missing from docs/configuration.md"
-    source = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.py"))
+    source = "\n".join(p.read_text() for p in [*(REPO / "src").rglob("*.py"),
+                                                 *(REPO / "sandbox" / "src").rglob("*.py")])
     for variable in variables - {"REQUESTS_CA_BUNDLE"}:  # requests' own, set by the sandbox
         assert f'"{variable}"' in source, f"{variable} is not read by the code"
 
@@ -409,9 +410,9 @@ def test_the_readme_is_a_landing_page():
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     # the two commands CI and reviewers run as written
-    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[demo]" && '
+    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[demo]" -e ./sandbox && '
             ".venv/bin/botcity-ms365 demo") in text
-    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && '
+    assert ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" -e ./sandbox && '
             ".venv/bin/pytest") in text
 
 

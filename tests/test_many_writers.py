@@ -22,10 +22,10 @@ from botcity.plugins.ms365.credentials import (
     ServiceUnavailable,
 )
 from botcity.plugins.ms365.credentials.persistence import FileText
-from botcity.plugins.ms365.credentials.sandbox.herd import run_cold_starts
-from botcity.plugins.ms365.credentials.sandbox.identity import Secret
 from botcity.plugins.ms365.credentials.stores import fallback_path
+from botcity.plugins.ms365.sandbox.identity import Secret
 from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, run_process, script
+from herd_bot import run_cold_starts
 
 LABEL = "ms365"
 SCRIPT = str(Path(sys.executable).with_name("botcity-ms365"))

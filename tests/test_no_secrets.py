@@ -180,7 +180,7 @@ def test_redact_removes_token_values(text):
 
 def test_no_certificate_key_password_or_assertion_in_logs_repr_or_errors(sandbox, maestro,
                                                                           every_log, tmp_path):
-    from botcity.plugins.ms365.credentials.sandbox.certificates import make_certificate
+    from botcity.plugins.ms365.sandbox.client_assertions import make_certificate
 
     password = "pem-password-" + "x" * 8
     made = make_certificate(password=password)

@@ -13,9 +13,9 @@ from botcity.plugins.ms365.credentials import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from botcity.plugins.ms365.credentials.sandbox.herd import run_herd
 from botcity.plugins.ms365.credentials.stores import fallback_path
 from conftest import BOT, BOT_SCOPES, bot_env, run_process, script
+from herd_bot import run_herd
 
 LABEL = "ms365"
 

@@ -22,7 +22,7 @@ import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 from botcity.plugins.ms365.credentials.renewal import Schedule, window
-from botcity.plugins.ms365.credentials.sandbox import expire_token_text
+from botcity.plugins.ms365.sandbox import expire_token_text
 from conftest import with_discovery
 
 LABEL = "ms365"

@@ -15,8 +15,8 @@ from botcity.plugins.ms365.credentials import (
     Scopes,
 )
 from botcity.plugins.ms365.credentials.consent import choose_mode, is_unattended
-from botcity.plugins.ms365.credentials.sandbox import expire_token_text
 from botcity.plugins.ms365.credentials.settings import Settings
+from botcity.plugins.ms365.sandbox import expire_token_text
 
 
 def authorized_file(sandbox, tmp_path, scopes=(Scopes.MAIL_READ,)):

@@ -1,11 +1,14 @@
 """Tests of the example bot, written the way we would like you to test yours: with the
-``ms365_sandbox`` fixture that comes with botcity-ms365-credentials-plugin, no Microsoft
-365 tenant and no BotCity Maestro. The bot runs as a Runner runs it (its own process,
+``ms365_sandbox`` fixture that comes with botcity-ms365-sandbox (the sandbox distribution
+beside botcity-ms365-credentials-plugin), no Microsoft 365 tenant and no BotCity Maestro.
+The bot runs as a Runner runs it (its own process,
 ``python bot.py <server> <task_id> <token> <organization>``); the test asserts on what a
 person would check: the task's status in Maestro, the mail in Sent Items, the alerts.
 
-    pip install botcity-ms365-credentials-plugin botcity-ms365-outlook-plugin pytest
+    pip install -r requirements.txt botcity-ms365-sandbox pytest   # not what a Runner needs
     pytest tests
+
+(until 1.0 is on PyPI: the two wheels built from the plugin's repository, see README.md).
 """
 
 import os

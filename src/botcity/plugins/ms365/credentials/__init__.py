@@ -27,6 +27,10 @@ from .stores import FileTokenStore, MaestroTokenStore
 
 __version__ = "1.0.0"
 
+# Other distributions' folders of this package on sys.path join it (an editable install of
+# botcity-ms365-sandbox ships the deprecated ``.sandbox`` alias there); imports nothing.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
 __all__ = [
     "AuthorizationError",
     "AuthorizationRequired",

@@ -5,7 +5,7 @@
     botcity-ms365 logout  --label ms365                            # remove the token
     botcity-ms365 copy    --from file:o365_token.txt --to maestro:ms365
     botcity-ms365 migrate o365_token.txt                           # O365 1.x -> current
-    botcity-ms365 demo | sandbox [ACTION]                          # the local sandbox
+    botcity-ms365 demo | sandbox [ACTION]       # the local sandbox (botcity-ms365-sandbox)
 
 The Maestro connection comes from ``--server/--login`` or ``BOTCITY_SERVER``,
 ``BOTCITY_LOGIN``, and the key from ``BOTCITY_KEY`` or, at a terminal, a prompt that does
@@ -379,47 +379,44 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .sandbox.demo import run_demo
-
-    return run_demo(args.bot, args.timeout)
-
-
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox import command
-
-    try:
-        if args.action is None:
-            command.serve(minutes=args.minutes, task=args.task, authorize=args.authorize,
-                          out=_out)
-        elif args.action == "consent":
-            _out(command.consent(args.url))
-        elif args.action == "task":
-            task = command.task_state(args.task_id)
-            _out(f"task {args.task_id}: {task['state']} {task.get('finishStatus') or ''}"
-                 f"{': ' + task['finishMessage'] if task.get('finishMessage') else ''}")
-        elif args.action == "fail-maestro":
-            command.fault("fail-maestro", times=args.times, status=args.status)
-            answer = args.status or "a dropped connection"
-            _out(f"The next {args.times} Maestro request(s) get {answer}.")
-        else:
-            command.fault(args.action)
-            _out(SANDBOX_FAULTS[args.action][1])
-    except command.SandboxCommandError as exc:
-        _err(f"error: {exc}")
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-#: the sandbox's fault subcommands: what each one does (--help), and what it did (printed)
-SANDBOX_FAULTS = {
-    "expire-tokens": ("expire every access token (on the server and in Maestro)",
-                      "Every access token has expired (on the server and in Maestro)."),
-    "revoke-tokens": ("revoke every refresh token (renewing fails until someone signs in)",
-                      "Every refresh token is revoked: renewing fails until someone signs in."),
-    "expire-secret": ("expire the app's client secret (AADSTS7000222)",
-                      "The app's client secret has expired (AADSTS7000222)."),
+#: Subcommands that other distributions add: entry points of this group, each a function
+#: that adds its parser to the subcommands (botcity-ms365-sandbox adds demo and sandbox).
+COMMANDS_GROUP = "botcity_ms365.commands"
+#: What botcity-ms365-sandbox adds: shown, and explained, when it is not installed.
+SANDBOX_COMMANDS = {
+    "demo": "walk through first authorization, a Runner run and a refresh, against a local "
+            "sandbox",
+    "sandbox": "run the local Microsoft and Maestro sandbox, or act on a running one",
 }
+SANDBOX_MISSING = ("botcity-ms365: error: '{command}' comes with botcity-ms365-sandbox, "
+                   "which is not installed: pip install botcity-ms365-sandbox (from a clone "
+                   "of this repository: pip install -e ./sandbox)")
+
+
+def _add_installed_commands(commands: Any) -> None:
+    """The subcommands of the :data:`COMMANDS_GROUP` entry points, in name order; for each
+    of :data:`SANDBOX_COMMANDS` none provides, one that says what to install."""
+    from importlib.metadata import entry_points
+
+    added: set[str] = set()
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if entry.name not in added and entry.name not in commands.choices:
+            entry.load()(commands)
+            added.add(entry.name)
+    for name, does in SANDBOX_COMMANDS.items():
+        if name not in added:
+            # takes any arguments (no option prefix), so any use gets the one line
+            missing = commands.add_parser(name, help=f"{does} (needs botcity-ms365-sandbox)",
+                                          add_help=False, prefix_chars="\0")
+            missing.add_argument("arguments", nargs=argparse.REMAINDER)
+            missing.set_defaults(func=_sandbox_missing(name))
+
+
+def _sandbox_missing(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        _err(SANDBOX_MISSING.format(command=name))
+        return EXIT_USAGE
+    return run
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -508,43 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("path", help="the O365 1.x token file")
     migrate.set_defaults(func=cmd_migrate)
 
-    demo = commands.add_parser(
-        "demo", help="walk through first authorization, a Runner run and a refresh, "
-        "against a local sandbox",
-        description="Start a local Microsoft identity platform, Graph and Maestro; "
-        "authorize once; run the example bot as a Runner does; expire the token and "
-        "run it again.")
-    demo.add_argument("--bot", default="bot_example/bot.py",
-                      help="the bot to run (default: %(default)s)")
-    demo.add_argument("--timeout", type=float, default=120.0,
-                      help="seconds a bot run may take (default: %(default)s)")
-    demo.set_defaults(func=cmd_demo)
-
-    box = commands.add_parser(
-        "sandbox", help="run the local Microsoft and Maestro sandbox, or act on a running one",
-        description="Without a subcommand: run the sandbox servers until Ctrl+C and print "
-        "how to point a bot at them. The subcommands act on that running sandbox from "
-        "another terminal.")
-    box.add_argument("--minutes", type=float, default=480.0,
-                     help="stop after this many minutes (default: %(default)s)")
-    box.add_argument("--task", action="store_true",
-                     help="create a Runner task and print the `python bot.py ...` line")
-    box.add_argument("--authorize", action="store_true",
-                     help="store a consented token in the Maestro credential at start, as "
-                     "if a person had signed in")
-    actions = box.add_subparsers(dest="action", metavar="ACTION")
-    consent = actions.add_parser(
-        "consent", help="sign in and accept at a sign-in address; print the address to paste")
-    consent.add_argument("url", help="the sign-in address the bot printed (quote it)")
-    task = actions.add_parser("task", help="show a task's state and finish status")
-    task.add_argument("task_id", type=int, help="the task's id (printed by --task)")
-    for name, (does, _) in SANDBOX_FAULTS.items():
-        actions.add_parser(name, help=does)
-    fail = actions.add_parser("fail-maestro", help="the next Maestro requests fail")
-    fail.add_argument("--times", type=int, default=1, help="how many (default: 1)")
-    fail.add_argument("--status", type=int, default=500,
-                      help="the HTTP status they get; 0 drops the connection (default: 500)")
-    box.set_defaults(func=cmd_sandbox)
+    _add_installed_commands(commands)
     return parser
 
 

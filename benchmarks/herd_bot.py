@@ -1,12 +1,13 @@
 """Many bots, one token: bot processes sharing one Maestro credential through several
-access-token expiries. The reliability tests and ``benchmarks/herd.py`` both run it.
+access-token expiries. The reliability tests and ``benchmarks/herd.py`` both run it
+(benchmark code: it is in neither distribution).
 
 Each bot is a real process: it logs in to the sandbox Maestro, builds the plugin on the
 shared credential and calls Graph in a loop until a common deadline. The sandbox issues
 short-lived access tokens, so the shared token expires several times while they run.
 
-``python -m botcity.plugins.ms365.credentials.sandbox.herd`` is one such bot (the
-connection comes from the environment, see :func:`run_herd`).
+``python benchmarks/herd_bot.py`` is one such bot (the connection comes from the
+environment, see :func:`run_herd`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
     refreshes at expiry without looking at the store, for comparison."""
     import json
 
-    from ..plugin import MS365CredentialsPlugin
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
     sandbox.put_app_credentials(LABEL)
     first = first_lifetime or 2 * lifetime
@@ -76,8 +77,8 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
         MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
         MS365_COORDINATE_REFRESH="1" if coordinate else "0")
     started = time.monotonic()
-    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,
+    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and file
+        [sys.executable, __file__], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]
     outputs, failures, calls = [], [], 0
     for bot in bots:
@@ -129,7 +130,7 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     authenticate and call Graph at it."""
     import threading
 
-    from ..plugin import MS365CredentialsPlugin
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
     sandbox.put_app_credentials(LABEL)
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
@@ -141,8 +142,8 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
         BOTCITY_KEY=sandbox.maestro.key, HERD_STARTS=",".join(f"{m:.3f}" for m in moments),
         MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
         MS365_COORDINATE_REFRESH="1" if coordinate else "0")
-    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", __name__], env=env, stdin=subprocess.DEVNULL,
+    bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and file
+        [sys.executable, __file__], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]
 
     def expire() -> None:
@@ -174,7 +175,7 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
 def _cold_starts(moments: list[float]) -> int:
     from botcity.maestro import BotMaestroSDK
 
-    from ..plugin import MS365CredentialsPlugin
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
     for k, moment in enumerate(moments):
         time.sleep(max(0.0, moment - 0.5 - time.time()))
@@ -194,7 +195,7 @@ def _cold_starts(moments: list[float]) -> int:
 def _bot() -> int:
     from botcity.maestro import BotMaestroSDK
 
-    from ..plugin import MS365CredentialsPlugin
+    from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
     if os.environ.get("HERD_STARTS"):
         return _cold_starts([float(m) for m in os.environ["HERD_STARTS"].split(",")])

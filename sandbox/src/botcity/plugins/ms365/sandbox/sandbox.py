@@ -1,14 +1,18 @@
-"""A local Microsoft identity platform, Microsoft Graph and BotCity Maestro, for tests,
-the demo and the benchmarks. Real servers on 127.0.0.1 ephemeral ports, driven by the
-real O365, msal and botcity-maestro-sdk over HTTP.
+"""The three sandbox servers together (a Microsoft identity platform, Microsoft Graph and
+BotCity Maestro on 127.0.0.1 ephemeral ports), and what a client needs to reach them.
+Driven by the real O365, msal and botcity-maestro-sdk over HTTP::
 
     with Sandbox() as sbx:
-        os.environ.update(sbx.client_env())   # trust its CA, point the plugin at it
+        env = sbx.process_env()               # a bot process: trust its CA, use its clouds
         maestro = sbx.maestro_sdk()           # a logged-in BotMaestroSDK
+        sbx.authorize("ms365", ["basic"])     # the first consent, stored in its Maestro
         ...
-        sbx.requests("identity")               # every request each server answered
+        sbx.requests("identity")              # every request each server answered
 
-Nothing here is imported by the plugin itself.
+Nothing here changes this process's environment: what a bot needs is handed over
+(:meth:`Sandbox.client_env`, :meth:`Sandbox.bot_env`, :meth:`Sandbox.process_env`).
+Only :meth:`Sandbox.authorize` uses the plugin (its errors, imported when it is called,
+and a process of its own that signs in); the servers import nothing of it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +29,12 @@ from typing import Any
 
 from ._http import Request, RequestLog
 from ._tls import make_tls_files
-from .certificates import MadeCertificate, make_certificate
+from .client_assertions import MadeCertificate, make_certificate
 from .graph import GraphService
 from .identity import IdentityService, Tenant
 from .maestro import MaestroService
 
-__all__ = ["MS365Sandbox", "Sandbox", "Request", "accept_sign_in", "expire_token_text"]
+__all__ = ["Request", "Sandbox", "accept_sign_in", "expire_token_text"]
 
 
 def accept_sign_in(authorize_url: str, ca_file: str) -> str:
@@ -172,7 +178,7 @@ class Sandbox:
             self.maestro.put_secret(label, "tenant_id", value)
 
     def add_certificate(self, **options: Any) -> MadeCertificate:
-        """A new certificate (see :func:`.certificates.make_certificate` for ``options``)
+        """A new certificate (see :func:`.client_assertions.make_certificate` for ``options``)
         with its public part uploaded to the sandbox app."""
         made = make_certificate(**options)
         self.tenant.upload_certificate(self.app, made.certificate_pem)
@@ -196,26 +202,31 @@ class Sandbox:
         sandbox user, accept, and return the address the browser lands on."""
         return accept_sign_in(authorize_url, self.ca_file)
 
-    def authorize(self, label: str, scopes: list[Any]) -> None:
+    def authorize(self, label: str, scopes: list[Any], *, timeout: float = 60.0) -> None:
         """The first consent into Maestro credential ``label`` (made with the app's keys
-        when it does not exist), done in this process as a person does it with
-        ``botcity-ms365 login``. The plugin is pointed at the sandbox for the sign-in."""
-        from .. import MS365CredentialsPlugin
+        when it does not exist), as a person does it with ``botcity-ms365 login``: the
+        plugin signs in, in a process of its own (:mod:`.first_consent`) pointed at the
+        sandbox (and its Maestro) by its environment (:meth:`bot_env`), so this process's
+        environment is left as it is. The plugin's error, if it fails, is raised here."""
+        from botcity.plugins.ms365.credentials import errors
 
         if label not in self.maestro.credentials:
             self.put_app_credentials(label)
-        env = self.bot_env()
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
+        request = {"label": label, "scopes": [str(getattr(s, "value", s)) for s in scopes]}
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", f"{__package__}.first_consent", json.dumps(request)],
+            env=self.process_env(**self.bot_env()), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode == 0:
+            return
+        lines = done.stdout.strip().splitlines()
         try:
-            MS365CredentialsPlugin(maestro=self.maestro_sdk(), credential_label=label
-                                   ).sign_in(scopes, consent=self.consent_redirect)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            failure = json.loads(lines[-1])
+            kind = getattr(errors, failure["error"])
+        except (IndexError, ValueError, KeyError, TypeError, AttributeError):
+            raise RuntimeError(f"the sandbox's sign-in failed (exit {done.returncode}): "
+                               f"{(done.stdout + done.stderr)[-2000:]}") from None
+        raise kind(failure["message"])
 
     def fail_maestro(self, times: int = 1, status: int = 500) -> None:
         """The next ``times`` requests to Maestro get ``status`` (0: the connection
@@ -242,6 +253,3 @@ class Sandbox:
         if grant_type:
             found = [r for r in found if r.form().get("grant_type") == grant_type]
         return found
-
-
-from .fixture import MS365Sandbox  # noqa: E402 - it builds on Sandbox, defined above

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -58,18 +57,15 @@ def run_demo(bot_path: str, timeout: float) -> int:
 
     if importlib.util.find_spec("botcity.plugins.ms365.outlook") is None:
         _say("error: the example bot needs botcity-ms365-outlook-plugin. Install the demo's "
-             "extras: pip install -e '.[demo]' (from the project folder).")
+             "extras: pip install -e '.[demo]' -e ./sandbox (from the project folder).")
         return EXIT_USAGE
 
-    from ..plugin import MS365CredentialsPlugin
-    from ..scopes import Scopes
-    from . import Sandbox
+    from .sandbox import Sandbox
 
     _say("botcity-ms365 demo: a bot on a BotCity Runner uses Microsoft 365 with no person "
          "at the machine.\nEverything runs on this machine against a local sandbox; nothing "
          "reaches Microsoft or BotCity.")
     with Sandbox() as sandbox:
-        os.environ.update(sandbox.client_env())
         _step(1, "Started the sandbox:")
         _say(f"Microsoft identity platform  {sandbox.authority_host}\n"
              f"Microsoft Graph              {sandbox.graph_url}\n"
@@ -81,10 +77,8 @@ def run_demo(bot_path: str, timeout: float) -> int:
 
         _step(3, "First authorization, once, on the developer's machine: a person opens the "
                  "consent page and accepts\n    (here the sandbox plays the person).")
-        maestro = sandbox.maestro_sdk()
-        plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=DEMO_LABEL)
         # what bot_example/bot.py asks for: it sends a report email
-        plugin.authenticate([Scopes.BASIC, Scopes.MAIL_SEND], consent=sandbox.consent_redirect)
+        sandbox.authorize(DEMO_LABEL, ["basic", "mail_send"])
         stored = sandbox.maestro.secret(DEMO_LABEL, "token") or ""
         meta = json.loads(stored)["botcity"]
         keys = [i["key"] for i in sandbox.maestro.credentials[DEMO_LABEL]]

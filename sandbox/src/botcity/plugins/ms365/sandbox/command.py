@@ -22,9 +22,10 @@ from typing import Any
 
 import requests
 
-from ..platform import user_data_dir
-from . import Sandbox, accept_sign_in
+from botcity.plugins.ms365.credentials.platform import user_data_dir
+
 from ._http import Reply, Request, Route, Service
+from .sandbox import Sandbox, accept_sign_in
 
 #: Where the running sandbox says how to reach it (default: the plugin's data folder).
 ENV_STATE = "MS365_SANDBOX_STATE"

@@ -1,11 +1,11 @@
-"""The ``ms365_sandbox`` pytest fixture (registered by the package's ``pytest11`` entry
-point ``botcity_ms365``, so installing the package is enough to use it).
+"""The ``ms365_sandbox`` pytest fixture (registered by botcity-ms365-sandbox's ``pytest11``
+entry point ``botcity_ms365``, so installing that distribution is enough to use it).
 
     def test_my_bot(ms365_sandbox):
         ms365_sandbox.authorize("ms365", scopes=["basic", "message_send"])
         ...
 
-See :class:`~botcity.plugins.ms365.credentials.sandbox.fixture.MS365Sandbox`.
+See :class:`~botcity.plugins.ms365.sandbox.fixture.MS365Sandbox`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def ms365_sandbox(monkeypatch: pytest.MonkeyPatch,
     stopped (ports closed, threads ended) when it ends. The test's own process is pointed
     at it (its :attr:`~MS365Sandbox.env` is set, other ``MS365_*``/``BOTCITY_*`` variables
     are removed), so a bot run in-process uses it too."""
-    from . import Sandbox
     from .fixture import MS365Sandbox
+    from .sandbox import Sandbox
 
     folder = tmp_path_factory.mktemp("ms365_sandbox")
     with Sandbox() as sandbox:

@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ._http import Reply, Request, RequestLog, Route, Service
-from .certificates import AppCertificate, Rejected, check_assertion
+from .client_assertions import AppCertificate, Rejected, check_assertion
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
 
@@ -464,7 +464,7 @@ class IdentityService(Service):
     def _client_auth(self, app: App, form: dict[str, str], public: bool) -> None:
         """Check the client's credential: a public client must send none, a confidential
         one a current secret (its Value) or a client assertion signed with a certificate
-        registered on the app (see certificates.py)."""
+        registered on the app (see client_assertions.py)."""
         secret = form.get("client_secret")
         assertion = form.get("client_assertion")
         if public:

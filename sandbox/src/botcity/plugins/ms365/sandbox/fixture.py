@@ -16,7 +16,7 @@ Maestro::
         assert ms365_sandbox.messages("sentitems")[0]["subject"].startswith("Report")
 
 This class is public API (semantic versioning). Everything it builds on
-(:class:`~botcity.plugins.ms365.credentials.sandbox.Sandbox`) is reachable as
+(:class:`~botcity.plugins.ms365.sandbox.Sandbox`) is reachable as
 :attr:`MS365Sandbox.sandbox` for what it does not cover, without that promise.
 """
 
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import Sandbox, expire_token_text
+from .sandbox import Sandbox, expire_token_text
 
 __all__ = ["MS365Sandbox"]
 
@@ -84,7 +84,7 @@ class MS365Sandbox:
                        scopes: Iterable[Any] | None = None) -> Path:
         """The same for a bot that runs without Maestro: the token is written to ``path``
         (a file, or a folder that gets ``o365_token.txt``); returns the file's path."""
-        from .. import MS365CredentialsPlugin
+        from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
         plugin = MS365CredentialsPlugin(self.client_id, self.client_secret, token_path=path,
                                         tenant_id=self.tenant_id)

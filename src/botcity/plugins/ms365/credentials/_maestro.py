@@ -256,9 +256,34 @@ class MaestroVault:
         secrets = self._secrets(label, max_age)
         return None if secrets is None else self._values(secrets)
 
-    def write(self, label: str, key: str, value: str) -> None:
+    def add(self, label: str, key: str, value: str) -> None:
+        """Add the new key ``key`` to the existing set ``label`` without sending any other
+        key (Maestro's add-key request, which the SDK's ``create_credential`` makes for a
+        set that exists): nothing another writer changed meanwhile can be undone by it.
+        ``key`` must not exist in the set yet (what Maestro does then is not documented)."""
+        check_name("key", key)
+        sdk = self._sdk
+        try:
+            with bounded(self.timeout):
+                from botcity.maestro import sdk as module
+
+                with module.requests.post(
+                        f"{sdk.server}/api/v2/credential/{check_name('label', label)}/key",
+                        json={"key": key, "value": value}, headers=sdk._headers(),
+                        timeout=sdk.timeout, verify=sdk.VERIFY_SSL_CERT) as answer:
+                    answer.raise_for_status()
+        except SDK_FAILURES as exc:
+            raise self._fail("write", label, exc) from None
+        kept = self._sets.get(label)
+        if kept is not None:
+            kept.append({"key": key, "value": value, "valid": True})
+        log.debug("Added key %r to Maestro credential %r", key, label)
+
+    def write(self, label: str, key: str, value: str, *,
+              drop: Callable[[str], bool] | None = None) -> None:
         """Set ``key`` of ``label`` to ``value``, creating the label or key when absent and
-        leaving every other key of the set as it is."""
+        leaving every other key of the set as it is, but those ``drop`` says to remove
+        (Maestro 3.0 or newer: the set is written whole)."""
         check_name("key", key)
         # A read that failed (a 5xx, a timeout) raises here and nothing is written: a
         # failed read is never a reason to create the label, which would replace a set
@@ -282,7 +307,8 @@ class MaestroVault:
                     )
                 self._call("create_credential", label, key, value)
             else:
-                edited = [dict(item) for item in secrets]
+                edited = [dict(item) for item in secrets if item.get("key") == key
+                          or drop is None or not drop(str(item.get("key")))]
                 for item in edited:
                     if item.get("key") == key:
                         item["value"] = value
@@ -303,7 +329,8 @@ class MaestroVault:
         except SDK_FAILURES as exc:
             self._sets.pop(label, None)  # what Maestro holds now is unknown
             raise self._fail("write", label, exc) from None
-        changed = [item for item in secrets or [] if item.get("key") != key]
+        changed = [item for item in secrets or [] if item.get("key") != key
+                   and (drop is None or not drop(str(item.get("key"))))]
         self._sets[label] = [*changed, {"key": key, "value": value, "valid": True}]
         log.debug("Wrote key %r of Maestro credential %r", key, label)
 

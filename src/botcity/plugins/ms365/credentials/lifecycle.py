@@ -21,39 +21,51 @@ The rules each lifecycle keeps:
    draw in the rest and look first. While it runs, it renews alone.
 3. **Look before refreshing** (all but the leader). When due, read the store once. If
    another bot stored a newer token that is not yet due, use it: no refresh.
-4. **One renews an expired token for all.** A token that has already expired (bots that
-   start after a quiet period, together) is claimed: the bot writes a claim into the
-   token's ``botcity`` entry over a read at most ``settle / 2`` old, waits ``settle``
-   seconds (:data:`.renewal.SETTLE` for Maestro), reads again, and refreshes only if the
-   claim is still its own. The others wait (reading every :data:`.renewal.POLL` seconds,
-   at most until the claim lapses) for the token it stores; a claimer whose refresh fails
-   takes its claim back.
+4. **One renews an expired token for all.** A bot that finds the token expired (bots that
+   start after a quiet period, together) adds a *claim* note for the token's generation
+   beside it and reads the store; the first live claim in the order the store keeps them
+   renews, and the others wait (reading every :data:`.renewal.POLL` seconds) for the
+   token it stores. A claimer that fails, or cannot store its token, adds a *release*
+   note, and the next claim in order renews at once; a claimer that was killed holds the
+   others until its claim lapses (:data:`.renewal.CLAIM_SECONDS`). Nobody waits for
+   claims to settle: a claim that reaches the store late comes after the others.
 5. **Write what is newer, over what was read just before** (the store's
    :meth:`~.stores.TokenStore.save_renewed`): the new token is written as the next
    generation of the one read; when another bot saved meanwhile, its token is used
    instead. A token is never written where there is none any more (``logout`` stays
-   logged out), nor over a value that cannot be read.
+   logged out), nor over a value that cannot be read. The write drops the notes of older
+   generations.
+
+Notes are *added* (a Maestro key of their own, a file of their own) and never rewrite the
+token or any other key, so no claim can undo a renewed token, bring a logged-out one back,
+or revert an operator's edit; only the one token write of a renewal writes the set whole
+(Maestro has no conditional write), over a read made right before it.
 
 The concurrency rule in plain words: one thread of a process renews at a time (a lock);
-between processes nothing is locked, the store is only read and written whole, and every
-decision is made on a read at most ``settle / 2`` old.
+between processes nothing is locked, and the order in which the store keeps the claims
+decides which bot renews.
 
 Cost: nothing while the access token is valid and not due. The leader's renewal: one
 token request, one read, one write. A bot that finds another's token: one read. A start
-on an expired token: the claim (one write), its read back, and ``settle`` seconds more.
-When the store cannot be read, the bot refreshes on its own: being able to work matters
-more than saving a request. ``MS365_COORDINATE_REFRESH=0`` turns rules 1-4 off (each bot
-refreshes at expiry without looking).
+on an expired token: a claim (one added note) and a read for each bot; one token request,
+a read and a write for the first; a read every half second for the others until its
+token is stored. No fixed wait. When the store cannot be read, the bot refreshes on its
+own: being able to work matters more than saving a request.
+``MS365_COORDINATE_REFRESH=0`` turns rules 1-4 off (each bot refreshes at expiry without
+looking).
 
 What it guarantees: two bots refresh the same token only when one comes due while the
 other's refresh is under way (read, token request, write: ``d``, about a second against
 Microsoft and Maestro): with ``N`` bots over a window ``W`` and no leader, about
 ``(N - 1) * d / W`` (16 bots, hour-long tokens, ``d`` = 2 s: 5%). At a start on an
-expired token, every claim is written within ``settle / 2`` of a read that saw no claim,
-so the last claim lands before any claimer reads back: one bot refreshes, unless a
-claim's write takes longer than that to reach the store. An extra refresh costs a token
-request, never the authorization: Microsoft does not revoke a refresh token when it
-issues a new one.
+expired token, one bot refreshes, and a second only when the first's claim lapsed or was
+given up while it still renewed, or (when the store does not list the claims in the order
+they reached it) when a claim that reached it late sorts first. An extra refresh costs a token
+request, never the authorization: Microsoft does not revoke a refresh token when it issues
+a new one. The odds that the one whole write of a renewal reverts an edit an operator
+makes to another key of the credential: that edit must reach Maestro within the moment
+between that write's read and the write itself (about a round trip); keep the token in a
+credential of its own (``token_label``) and it is none.
 
 Maestro down: at start, a still-valid token kept on this machine (:class:`Fallback`) lets
 the bot work until it expires; a renewed token Maestro cannot take is kept there and
@@ -86,11 +98,17 @@ from .errors import (
     StoreUnavailable,
     TokenFormatError,
 )
-from .persistence import Fallback
-from .renewal import LONGEST_CLAIM, POLL, Schedule
+from .persistence import CLAIM, RELEASE, Fallback, Note
+from .renewal import (
+    CLAIM_SECONDS,
+    LONGEST_CLAIM,
+    LOOK_AGE,
+    POLL,
+    SEE_OWN_CLAIM,
+    Schedule,
+)
 from .stores import TokenStore, UnsavedToken
 from .tokens import (
-    claim,
     fresh_enough,
     generation,
     identity,
@@ -136,10 +154,8 @@ class TokenLifecycle:
         self.sleep = sleep
         self.refresh = refresh
         self.schedule = Schedule(clock=clock)
-        #: Seconds between writing a claim and reading whether it held (the store's).
-        self.settle = store.settle
-        #: How long this bot's claims hold: as long as it may be kept retrying.
-        self.claim_seconds = min(LONGEST_CLAIM - 10, retry_budget + 10)
+        #: How long this bot's claims on an expired token hold.
+        self.claim_seconds = CLAIM_SECONDS
         #: This bot's name in claims (no meaning outside the store).
         self.me = secrets.token_hex(6)
         #: What the last renewal did with the new token (:meth:`.TokenStore.save_renewed`).
@@ -408,7 +424,7 @@ class TokenLifecycle:
         expired = refused or usable_for(store.cache_snapshot(), self.clock.now()) <= 0
         if self.schedule.leading and not expired:
             return self.refresh_now()  # rule 2: the leader does not look
-        stored = self._read(max_age=self.settle / 2 if expired else 0.0)
+        stored = self._read(max_age=LOOK_AGE if expired else 0.0)
         if stored is _FAILED:
             log.warning("Cannot read %s before refreshing; refreshing without looking",
                         store.location)
@@ -439,43 +455,54 @@ class TokenLifecycle:
         return True
 
     def _renew_expired(self, stored: dict[str, Any]) -> bool:
-        """Rule 4: claim the expired token, or wait for the bot that did. ``stored`` was
-        read at most ``settle / 2`` ago. Whenever the store shows no readable token any
-        more (a logout meanwhile), this bot refreshes for itself only: the write after
-        the refresh declines to put a token back."""
-        deadline = self.clock.now() + self.claim_seconds + POLL
-        claimed = False
+        """Rule 4: claim the expired token (a note: it rewrites nothing); the first live
+        claim in the store's order renews, the others wait for its token, or for it to give
+        up (a release note) or lapse, when the next claim in order renews."""
+        return self._claim_and_renew(generation(stored))
+
+    def _claim_and_renew(self, start: int) -> bool:
+        began = self.clock.now()
+        try:
+            self.store.add_note(Note(CLAIM, start, self.me, began + self.claim_seconds))
+        except StoreError:
+            return self.refresh_now()
+        deadline = began + 2 * self.claim_seconds + POLL
         while True:
-            holder = claim(stored, self.clock.now(), LONGEST_CLAIM)
-            if holder is None and not claimed:
-                try:
-                    self.store.write_claim(stored, self.me,
-                                           self.clock.now() + self.claim_seconds)
-                except StoreError:
-                    return self.refresh_now()
-                claimed = True
-                self.sleep(self.settle)  # then read back whose claim held
-            elif holder == self.me:
-                try:
-                    return self.refresh_now()
-                except Exception:
-                    self._give_up_claim()
-                    raise
-            elif holder is None or self.clock.now() >= deadline:
-                return self.refresh_now()  # the claim vanished, or waited long enough
-            else:
-                waited = self._wait_for(holder, deadline)
-                if not isinstance(waited, dict):
-                    return self.refresh_now()
-                if self._adopt_if_newer(waited):
-                    return False
-                claimed = False  # the claim lapsed (its bot stopped): claim anew
-            fresh = self._read(max_age=0.0)
-            if not isinstance(fresh, dict):
-                return self.refresh_now()
-            stored = fresh
-            if self._adopt_if_newer(stored):
+            read = self._read(max_age=0.0)
+            if not isinstance(read, dict):
+                return self.refresh_now()  # no readable token any more: for itself only
+            if self._adopt_if_newer(read):
                 return False
+            now = self.clock.now()
+            notes = [n for n in self.store.notes() if n.generation == start]
+            gave_up = {n.by for n in notes if n.kind == RELEASE}
+            claims = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]
+            if not any(n.by == self.me for n in claims) and now - began < SEE_OWN_CLAIM:
+                self.sleep(POLL)  # the store shows this bot's claim a moment later
+                continue
+            first = next((n for n in claims if n.by == self.me
+                          or now < n.at <= now + LONGEST_CLAIM), None)
+            if first is None or first.by == self.me or now >= deadline:
+                return self._renew_claimed(start)
+            self.sleep(POLL)
+
+    def _renew_claimed(self, start: int) -> bool:
+        """Refresh for the others; when that fails, or its token cannot be stored, say so
+        (a release note), so that the next claim in order goes on at once."""
+        try:
+            refreshed = self.refresh_now()
+        except Exception:
+            self._release(start)
+            raise
+        if self.outcome not in ("saved", "newer kept"):
+            self._release(start)
+        return refreshed
+
+    def _release(self, start: int) -> None:
+        try:
+            self.store.add_note(Note(RELEASE, start, self.me, self.clock.now()))
+        except StoreError as exc:  # the claim lapses instead
+            log.debug("Could not give up the claim on %s: %s", self.store.location, exc)
 
     def _read(self, max_age: float) -> dict[str, Any] | None | object:
         """The stored token; None when there is none; :data:`_UNREADABLE` or
@@ -486,31 +513,6 @@ class TokenLifecycle:
             return _UNREADABLE
         except StoreError:
             return _FAILED
-
-    def _wait_for(self, holder: str, deadline: float) -> dict[str, Any] | None | object:
-        """Read every :data:`POLL` seconds until another bot's claim ends (its token is
-        stored, the claim lapses or the store shows no readable token any more) or the
-        deadline passes; return the last read."""
-        log.info("Another bot is renewing the expired token; waiting for it")
-        last: dict[str, Any] | None | object = _FAILED
-        while self.clock.now() < deadline:
-            self.sleep(POLL)
-            read = self._read(max_age=0.0)
-            if read is _FAILED:
-                continue
-            last = read
-            if not isinstance(read, dict) or self.store.saved_since(read) or (
-                    claim(read, self.clock.now(), LONGEST_CLAIM) != holder):
-                break
-        return last
-
-    def _give_up_claim(self) -> None:
-        """The claimer's refresh failed: remove its claim, so the others need not wait
-        for it (only while the store still holds that claim; best effort)."""
-        stored = self._read(max_age=0.0)
-        if isinstance(stored, dict) and claim(stored, self.clock.now(), LONGEST_CLAIM) == (
-                self.me):
-            self.store.write_claim(stored, None)
 
     # -- the token held ------------------------------------------------------------------
     def _held(self) -> dict[str, Any] | None:

@@ -10,6 +10,12 @@ Each kind of place reads, writes and removes text, and says where it is without 
 - :class:`MaestroText`: one key of a BotCity Maestro credential;
 - :class:`Fallback`: a token Maestro could not take, kept on this machine for one
   workspace, label and key until Maestro can take it.
+
+A place other processes share also keeps :class:`Note` entries beside the text: small
+entries a bot *adds* without rewriting anything else (a Maestro key of their own, a file
+of their own), so that no note can undo another writer's change. The token's lifecycle
+uses them to agree on one renewer (``lifecycle.py``); a save of the text drops the notes
+it makes obsolete.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import platform
 from ._maestro import MaestroVault, check_name
@@ -38,6 +44,46 @@ log = logging.getLogger(__name__)
 ORPHAN_SECONDS = 60.0
 
 
+#: The kinds of note: a bot renews generation ``generation`` for the others until ``at``;
+#: it gave that up.
+CLAIM, RELEASE = "claim", "release"
+_NOTE = re.compile(r"\.(claim|release)\.(\d{1,15})\.([0-9a-f]{1,32})")
+
+
+class Note(NamedTuple):
+    """An entry beside the token (see the module's docstring); ``by`` is a bot's name in
+    notes, ``at`` a time (epoch seconds) whose meaning the kind gives."""
+
+    kind: str
+    generation: int
+    by: str
+    at: float = 0.0
+
+    def name(self, base: str) -> str:
+        return f"{base}.{self.kind}.{self.generation}.{self.by}"
+
+    @staticmethod
+    def parse(base: str, name: str, value: str) -> Note | None:
+        """The note named ``name`` beside ``base`` holding ``value`` (None: not a note)."""
+        if not name.startswith(base):
+            return None
+        match = _NOTE.fullmatch(name[len(base):])
+        if match is None:
+            return None
+        try:
+            at = float(value or 0)
+        except ValueError:
+            return None
+        if not 0 <= at < 2 ** 33:
+            return None
+        return Note(match.group(1), int(match.group(2)), match.group(3), at)
+
+
+def obsolete(notes: list[Note], generation: int) -> set[Note]:
+    """The notes a save of ``generation`` leaves no use for: those of older generations."""
+    return {n for n in notes if n.generation < generation}
+
+
 class TextPersistence:
     """A place that holds the token's text."""
 
@@ -51,12 +97,22 @@ class TextPersistence:
         do (for places that are slow to read)."""
         raise NotImplementedError
 
-    def save(self, text: str) -> None:
+    def save(self, text: str, *, generation: int | None = None) -> None:
+        """Hold ``text``, the token of ``generation`` (given: the notes it makes obsolete
+        go in the same write)."""
         raise NotImplementedError
 
     def remove(self) -> bool:
         """Remove the text; False when there was none."""
         raise NotImplementedError
+
+    def notes(self) -> list[Note]:
+        """The notes beside the text as the last load saw them, in the order the place
+        keeps them (the order they were added in); none for places nobody shares."""
+        return []
+
+    def add_note(self, note: Note) -> None:
+        """Add ``note`` without rewriting anything else (places nobody shares keep none)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location})"
@@ -70,7 +126,7 @@ class MemoryText(TextPersistence):
     def load(self, max_age: float | None = None) -> str | None:
         return None
 
-    def save(self, text: str) -> None:
+    def save(self, text: str, *, generation: int | None = None) -> None:
         return None
 
     def remove(self) -> bool:
@@ -123,7 +179,7 @@ class FileText(TextPersistence):
                         "Windows: its Security properties)", self.location,
                         exc.strerror or type(exc).__name__)
 
-    def save(self, text: str) -> None:
+    def save(self, text: str, *, generation: int | None = None) -> None:
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -154,6 +210,40 @@ class FileText(TextPersistence):
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"Cannot write {self.location}: {exc.strerror or exc}.") from None
         self.clean()
+        if generation is not None:
+            for note in obsolete(self.notes(), generation):
+                (self.path.parent / note.name(f".{self.path.name}")).unlink(missing_ok=True)
+
+    def notes(self) -> list[Note]:
+        """The note files beside the token file (``.o365_token.txt.claim.3.ab12``), in the
+        order they were made (their modification time)."""
+        base = f".{self.path.name}"
+        found: list[tuple[int, str, Note]] = []
+        try:
+            candidates = [p for p in self.path.parent.iterdir() if p.name.startswith(base)]
+        except OSError:
+            return []
+        for candidate in candidates:
+            try:
+                note = Note.parse(base, candidate.name, candidate.read_text(encoding="ascii"))
+                made = candidate.stat().st_mtime_ns
+            except (OSError, ValueError):
+                continue
+            if note is not None:
+                found.append((made, candidate.name, note))
+        return [note for _, _, note in sorted(found)]
+
+    def add_note(self, note: Note) -> None:
+        path = self.path.parent / note.name(f".{self.path.name}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(path, "x", encoding="ascii") as handle:
+                handle.write(repr(note.at))
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreError(f"Cannot write beside {self.location}: "
+                             f"{exc.strerror or exc}.") from None
 
     def remove(self) -> bool:
         try:
@@ -210,8 +300,22 @@ class MaestroText(TextPersistence):
         values = self.vault.read(self.label, max_age=max_age)
         return None if values is None else values.get(self.key)
 
-    def save(self, text: str) -> None:
-        self.vault.write(self.label, self.key, text)
+    def save(self, text: str, *, generation: int | None = None) -> None:
+        if generation is None:
+            self.vault.write(self.label, self.key, text)
+            return
+        drop = {note.name(self.key) for note in obsolete(self.notes(), generation)}
+        self.vault.write(self.label, self.key, text, drop=drop.__contains__)
+
+    def notes(self) -> list[Note]:
+        """The keys ``<key>.claim.<generation>.<bot>`` (and ``release``) of the set as last
+        read, in the order Maestro lists them."""
+        values = self.vault.read(self.label, max_age=None)
+        notes = (Note.parse(self.key, name, value) for name, value in (values or {}).items())
+        return [note for note in notes if note is not None]
+
+    def add_note(self, note: Note) -> None:
+        self.vault.add(self.label, note.name(self.key), repr(note.at))
 
     def remove(self) -> bool:
         if self.load(max_age=0) is None:

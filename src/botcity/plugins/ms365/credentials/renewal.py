@@ -12,8 +12,9 @@ with the store, is ``lifecycle.py``'s).
   the first tenth of the next window; the others in the rest.
 - **A failed early renewal** is tried again once the access token has expired.
 
-The constants of the claim on an expired token (:data:`SETTLE`, :data:`CLAIM_SECONDS`,
-:data:`LONGEST_CLAIM`, :data:`POLL`) are times too; ``lifecycle.py`` says what they are for.
+The constants of the claim on an expired token (:data:`CLAIM_SECONDS`,
+:data:`LONGEST_CLAIM`, :data:`POLL`, ...) are times too; ``lifecycle.py`` says what they are
+for.
 """
 
 from __future__ import annotations
@@ -30,20 +31,20 @@ SPREAD_SHARE = 0.5
 SPREAD_MAX = 600.0
 #: The share of the window, at its start, kept for the bot that renewed last.
 LEADER_SHARE = 0.1
-#: Seconds between writing a claim and reading whether it held (Maestro; a local file,
-#: written in milliseconds, needs less: ``TokenStore.settle``). A claim is only written
-#: over a read at most half of this old (the start's read serves when it is that recent):
-#: then a claim can never undo a renewed token another bot stored, and the last claim
-#: written is the one every claimer reads back.
-SETTLE = 0.5
-#: How long a claim holds by default; others wait at most this long for the claimer's
-#: token. It covers a refresh that Microsoft keeps throttling for the whole retry budget
-#: (``MS365_RETRY_SECONDS``, 60 s; each lifecycle derives its ``claim_seconds`` from it).
-CLAIM_SECONDS = 70.0
+#: How long a claim on an expired token holds: its bot renews within it (a token request
+#: and a write, about a second; when Microsoft keeps it retrying longer, another bot takes
+#: over). A claimer that was killed holds the others this long at most.
+CLAIM_SECONDS = 8.0
 #: A claim that lasts longer than this was timed by a wrong clock: it does not count.
-LONGEST_CLAIM = 130.0
+LONGEST_CLAIM = 60.0
 #: Seconds between the reads of a bot waiting for another's token.
 POLL = 0.5
+#: How long a bot reads again until it sees its own claim (a store may show a write to
+#: reads a moment after it took it).
+SEE_OWN_CLAIM = 3.0
+#: How old the read that decides how to renew an expired token may be (the start's read
+#: serves: the write after the refresh reads again).
+LOOK_AGE = 2.0
 
 
 def window(entry: dict[str, Any]) -> tuple[float, float]:

@@ -37,10 +37,10 @@ from .persistence import (
     FileText,
     MaestroText,
     MemoryText,
+    Note,
     TextPersistence,
     fallback_folder,
 )
-from .renewal import SETTLE
 from .tokens import (
     META_KEY,
     client_type,
@@ -74,8 +74,6 @@ class TokenStore(BaseTokenBackend):
 
     #: False for stores no other process can see (nothing to coordinate).
     shared = True
-    #: Seconds between writing a claim on an expired token and reading whether it held.
-    settle = SETTLE
 
     def __init__(self, persistence: TextPersistence, *, clock: Clock = CLOCK,
                  read_only: bool = False) -> None:
@@ -227,24 +225,18 @@ class TokenStore(BaseTokenBackend):
             return theirs > self.generation
         return issued_at(stored) > issued_at(self.cache_snapshot())
 
-    def write_claim(self, stored: dict[str, Any], by: str | None, until: float = 0.0) -> None:
-        """Mark the stored (expired) token as being renewed by ``by`` until ``until``;
-        ``by=None``: the claim is given up (best effort: a failure is only logged)."""
-        cache = {k: v for k, v in stored.items() if k != META_KEY}
-        entry = {k: v for k, v in meta(stored).items() if k != "renewing"}
-        if by is None:
-            try:
-                self.persistence.save(with_meta(cache, entry))
-            except StoreError as exc:
-                log.debug("Could not give up the claim on %s: %s", self.location, exc)
-            return
-        self.persistence.save(with_meta(cache, {**entry, "renewing": {"by": by,
-                                                                      "until": until}}))
+    def notes(self) -> list[Note]:
+        """The notes beside the token as the last read saw them (see ``persistence.py``)."""
+        return self.persistence.notes()
+
+    def add_note(self, note: Note) -> None:
+        """Add a note beside the token, rewriting nothing else."""
+        self.persistence.add_note(note)
 
     def put(self, data: dict[str, Any]) -> None:
         """Write the token document ``data`` as it is (its ``botcity`` entry included)."""
         self.persistence.save(with_meta({k: v for k, v in data.items() if k != META_KEY},
-                                        meta(data)))
+                                        meta(data)), generation=generation(data))
 
     def save_renewed(self) -> str:
         """After a refresh: read the store, and write the held token as the next
@@ -280,13 +272,13 @@ class TokenStore(BaseTokenBackend):
         # a failed read is never taken for "nothing stored"
         stored = self.read_stored(max_age=0.0)
         self.generation = generation(stored) + 1
-        self.persistence.save(self.serialize())
+        self.persistence.save(self.serialize(), generation=self.generation)
         self._from_store = True
 
     def _write(self, next_generation: int) -> str:
         text = self.text(next_generation)
         try:
-            self.persistence.save(text)
+            self.persistence.save(text, generation=next_generation)
         except StoreError as exc:
             raise UnsavedToken(exc, text) from None
         self.generation = next_generation
@@ -322,8 +314,6 @@ class FileTokenStore(TokenStore):
     (:class:`FileText`).
     """
 
-    #: a local file is written in milliseconds
-    settle = 0.1
 
     def __init__(self, token_path: str | os.PathLike[str] = "", *,
                  read_only: bool = False) -> None:

@@ -7,8 +7,8 @@ plugin's bots use to agree on one token:
 
 - ``generation``: bumped on every save, so which of two tokens is newer never depends on
   the clocks of the machines that wrote them;
-- ``renewing``: ``{"by", "until"}`` while one bot renews an expired token for the others
-  (see ``renewal.py``).
+- ``renewing``: ``{"by", "until"}``, a claim 1.0.0 bots wrote into the token (1.1 bots
+  claim with notes beside it: ``lifecycle.py``); read, checked and ignored.
 - ``discovery``: msal's discovery answers, so that a renewal needs no request but the
   token's (see ``discovery.py``; never a reason to refuse a token).
 
@@ -146,15 +146,6 @@ def generation(data: dict[str, Any] | None) -> int:
 def client_type(data: dict[str, Any] | None) -> str:
     """``public`` for a token of the device code flow (its ``botcity`` entry says so)."""
     return "public" if meta(data).get("client") == "public" else "confidential"
-
-
-def claim(data: dict[str, Any] | None, now: float, longest: float) -> str | None:
-    """Who is renewing the stored token for the others, while that claim lasts (a claim
-    that lasts longer than ``longest`` from ``now`` was timed by a wrong clock: none)."""
-    entry = meta(data).get("renewing")
-    if isinstance(entry, dict) and now < float(entry.get("until", 0)) <= now + longest:
-        return str(entry.get("by"))
-    return None
 
 
 def identity(data: dict[str, Any] | None) -> tuple[str | None, str | None]:

@@ -162,6 +162,7 @@ def installed(wheels, tmp_path_factory) -> dict[str, subprocess.CompletedProcess
     results["fixtures"] = box.run(*pytest_fixtures, cwd=project)
     results["trace-config"] = box.run(*trace_config, cwd=project)
     results["old path"] = box.run(box.python, "-c", f"import {OLD_PATH}")
+    results["runner bot"] = runner_bot(box, project)
 
     box.pip("--no-index", str(wheels["sandbox"]))  # its dependencies are the plugin's
     results["with sandbox: help"] = box.run(cli, "sandbox", "--help")
@@ -169,6 +170,37 @@ def installed(wheels, tmp_path_factory) -> dict[str, subprocess.CompletedProcess
     results["with sandbox: old path"] = box.run(box.python, "-W", "default", "-c", OLD_IMPORTS)
     results["with sandbox: old path, the warning"] = box.run(box.python, "-c", OLD_WARNING)
     return results
+
+
+RUNNER_BOT = """
+import sys
+from botcity.maestro import BotMaestroSDK
+from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
+
+maestro = BotMaestroSDK.from_sys_args()
+service = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
+service.authenticate(["basic"])
+print("user:", service.ms365_account.get_current_user_data().user_principal_name)
+print("modules:", sorted(m for m in sys.modules if "sandbox" in m))
+"""
+
+
+def runner_bot(box: Venv, project: Path) -> subprocess.CompletedProcess[str]:
+    """A Runner's bot in the venv that has the plugin only, against the sandbox this
+    process runs (the token consented once into Maestro, as a person does it)."""
+    from botcity.plugins.ms365.sandbox import Sandbox
+
+    with Sandbox() as sandbox:
+        sandbox.put_app_credentials("ms365")
+        sandbox.authorize("ms365", ["basic"])
+        task, token = sandbox.maestro.start_task()
+        (project / "bot.py").write_text(RUNNER_BOT)
+        return subprocess.run(
+            [box.python, str(project / "bot.py"), *sandbox.maestro.runner_argv(task, token)],
+            capture_output=True, text=True, timeout=120, cwd=project, stdin=subprocess.DEVNULL,
+            env={**{k: v for k, v in os.environ.items()
+                    if not k.startswith(("MS365_", "BOTCITY_", "PYTHON", "PYTEST"))},
+                 **sandbox.client_env()})
 
 
 #: the old path's imports, checked to give the new path's objects
@@ -208,6 +240,13 @@ def test_the_plugin_alone_imports_and_its_command_works(installed):
     status = installed["status"]  # a command that works without the sandbox: no token
     assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
     assert "none.txt" in status.stdout + status.stderr
+
+
+def test_the_plugin_alone_runs_a_runner_s_bot_against_maestro(installed):
+    bot = installed["runner bot"]
+    assert bot.returncode == 0, bot.stdout + bot.stderr
+    assert "user: " in bot.stdout and "@" in bot.stdout
+    assert "modules: []" in bot.stdout, "nothing of the sandbox was imported"
 
 
 @pytest.mark.parametrize("check", ["sandbox", "sandbox --help", "demo"])

@@ -3,6 +3,8 @@
     python benchmarks/costs.py [--runs 30] [--json benchmarks/results/costs.json]
                                [--svg docs/images/costs.svg | --no-svg] [--no-herd]
     python benchmarks/costs.py --replot benchmarks/results/costs.json   # the picture only
+    python benchmarks/costs.py --sections distance --maestro-rtt 0.040 --microsoft-rtt 0.020
+        # one section only; the others are kept from the existing --json file
 
 Against the local sandbox (loopback), in one run:
 
@@ -19,8 +21,13 @@ Against the local sandbox (loopback), in one run:
    with ``MS365_COORDINATE_REFRESH=0``: token grants per token renewed while they run
    (6 s tokens; the first lives 12 s) and per start together on an expired token.
 
+6. distance: warm and cold starts (a cold one: on an expired token) of (c) and (d), on
+   loopback and with Maestro ``--maestro-rtt`` and Microsoft ``--microsoft-rtt`` seconds
+   of round trip away (the sandbox's delaying proxies; Maestro over HTTPS in both, as
+   the real one is), all runs interleaved; medians and the requests of each start.
+
 The picture (``docs/images/costs.svg``, needs the ``bench`` extra: matplotlib): warm-start
-times of (a)-(d), and the grants of 5. against the number of bots.
+times of (a)-(d), the grants of 5. against the number of bots, and the starts of 6.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 from botcity.plugins.ms365.sandbox import Sandbox, expire_token_text
@@ -199,6 +207,67 @@ def warm_starts(runs: int) -> dict:
             "requests_per_refresh": refresh}
 
 
+#: contestants of 6., each in a sandbox of its own ((d) writes O365's format over the token)
+FAR = {"c": "plugin, Maestro store", "d": "O365 + Maestro SDK by hand"}
+
+
+def distance_starts(runs: int, maestro_rtt: float, microsoft_rtt: float) -> dict:
+    """Warm and cold starts of (c) and (d), near (loopback) and far (the round trips),
+    interleaved: each round runs every (contestant, distance, warm/cold) once, shuffled."""
+    folder = Path(tempfile.mkdtemp())
+    script = folder / "c.py"
+    script.write_text(PLUGIN_MAESTRO)
+    distances = {"near": {}, "far": {"maestro": maestro_rtt, "microsoft": microsoft_rtt}}
+    boxes: dict[tuple[str, str], tuple[Sandbox, list[str], dict[str, str]]] = {}
+    try:
+        for where, trips in distances.items():
+            for name in FAR:
+                sandbox = Sandbox(round_trip=trips, maestro_tls=True).start()
+                env = sandbox.process_env(
+                    MS365_FALLBACK_DIR=str(folder / f"fallback-{name}-{where}"))
+                sandbox.authorize(LABEL, ["basic"])
+                task_id, runner_token = sandbox.maestro.start_task()
+                argv = sandbox.maestro.runner_argv(task_id, runner_token)
+                args = [str(folder), *argv] if name == "c" else argv
+                boxes[(name, where)] = sandbox, [str(script if name == "c" else HAND_WRITTEN),
+                                                 *args], env
+        cases = [(name, where, start) for name in FAR for where in distances
+                 for start in ("warm", "cold")]
+        times: dict[str, list[float]] = {"/".join(c): [] for c in cases}
+        seen: dict[str, list[dict[str, int]]] = {"/".join(c): [] for c in cases}
+
+        def once(name: str, where: str, start: str) -> tuple[float, dict[str, int]]:
+            sandbox, args, env = boxes[(name, where)]
+            if start == "cold":
+                sandbox.force_expiry()
+            sandbox.requests.clear()
+            took = _run(Path(args[0]), args[1:], env)
+            return took, {**count(sandbox), "maestro_version": len(
+                sandbox.requests("maestro", path_contains="/maestro/version"))}
+
+        for case in cases:  # one warm-up each (file caches, the first refresh), not timed
+            once(*case)
+        order = random.Random(23)
+        for _ in range(runs):
+            for case in order.sample(cases, len(cases)):
+                took, counted = once(*case)
+                times["/".join(case)].append(took)
+                seen["/".join(case)].append(counted)
+    finally:
+        for sandbox, _, _ in boxes.values():
+            sandbox.stop()
+    summary = {key: {"median_s": statistics.median(v), "p10_s": _pct(v, 0.1),
+                     "p90_s": _pct(v, 0.9)} for key, v in times.items()}
+    ratios = {f"{start}/{where}": summary[f"c/{where}/{start}"]["median_s"]
+              / summary[f"d/{where}/{start}"]["median_s"]
+              for where in distances for start in ("warm", "cold")}
+    return {"runs": runs, "maestro_rtt_s": maestro_rtt, "microsoft_rtt_s": microsoft_rtt,
+            "maestro_tls": True, "times": summary, "samples_s": times,
+            "ratio_c_d": ratios, "requests": {k: v[-1] for k, v in seen.items()},
+            "same_requests_every_run": {k: all(c == v[0] for c in v)
+                                        for k, v in seen.items()}}
+
+
 def import_cost(runs: int = 10) -> dict:
     """Microseconds spent importing the plugin's own modules (self time), and the whole
     import next to ``import O365``."""
@@ -285,10 +354,10 @@ def picture(results: dict, path: Path) -> None:
     plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "botcity-ms365",
                          "font.size": 9, "axes.spines.top": False,
                          "axes.spines.right": False})
-    warm, crowd = results["warm"], results.get("herd")
-    fig, axes = plt.subplots(1, 2 if crowd else 1, figsize=(10 if crowd else 5, 3.8),
-                             squeeze=False)
-    left = axes[0][0]
+    warm, crowd, far = results["warm"], results.get("herd"), results.get("distance")
+    fig = plt.figure(figsize=(10 if crowd or far else 5, 7.8 if far else 3.8))
+    rows, columns = (2 if far else 1), (2 if crowd or far else 1)
+    left = fig.add_subplot(rows, columns, 1)
     samples = [[t * 1000 for t in warm["samples_s"][name]] for name in NAMES]
     left.boxplot(samples, whis=(10, 90), showfliers=False, widths=0.5,
                  medianprops={"color": "black"})
@@ -303,8 +372,10 @@ def picture(results: dict, path: Path) -> None:
     left.set_ylabel("process start to first Graph call (ms)")
     left.set_title(f"Warm start, {warm['runs']} interleaved runs each\n"
                    "(box: median, quartiles; whiskers: 10th-90th percentile)", fontsize=9)
+    if far:
+        distance_panel(fig.add_subplot(rows, 1, 2), far)
     if crowd:
-        right = axes[0][1]
+        right = fig.add_subplot(rows, columns, 2)
         styles = {(True, "in_run"): ("tab:green", "during a run, coordinated"),
                   (False, "in_run"): ("tab:red", "during a run, COORDINATE_REFRESH=0"),
                   (True, "cold_starts"): ("tab:green", "start on an expired token, coordinated"),
@@ -339,6 +410,38 @@ def picture(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def distance_panel(axis: object, far: dict) -> None:
+    """6.: medians (bars) and 10th-90th percentiles of (c) and (d), warm and cold, near and
+    far, with the ratio c/d over each pair."""
+    ax: Any = axis
+    trips = (f"Maestro {far['maestro_rtt_s'] * 1000:g} ms, "
+             f"Microsoft {far['microsoft_rtt_s'] * 1000:g} ms away")
+    groups = [("warm", "near", "warm start, loopback"), ("warm", "far", f"warm start,\n{trips}"),
+              ("cold", "near", "cold start (expired token),\nloopback"),
+              ("cold", "far", f"cold start (expired token),\n{trips}")]
+    colors = {"c": "tab:blue", "d": "tab:orange"}
+    for g, (start, where, _) in enumerate(groups):
+        for k, name in enumerate(FAR):
+            t = far["times"][f"{name}/{where}/{start}"]
+            x = g + (k - 0.5) * 0.36
+            median = t["median_s"] * 1000
+            ax.bar(x, median, width=0.34, color=colors[name],
+                   label=f"({name}) {FAR[name]}" if g == 0 else None)
+            ax.errorbar(x, median, yerr=[[median - t["p10_s"] * 1000],
+                                         [t["p90_s"] * 1000 - median]],
+                        color="black", capsize=3, linewidth=1)
+            ax.text(x, 4, f"{median:.0f}", ha="center", va="bottom", fontsize=7,
+                    color="white")
+        top = max(far["times"][f"{n}/{where}/{start}"]["p90_s"] for n in FAR) * 1000
+        ax.text(g, top + 25, f"c/d {far['ratio_c_d'][f'{start}/{where}']:.2f}", ha="center",
+                fontsize=8)
+    ax.set_xticks(range(len(groups)), [label for _, _, label in groups], fontsize=7.5)
+    ax.set_ylabel("process start to first Graph call (ms)")
+    ax.set_title(f"A Runner's bot at a distance: median of {far['runs']} interleaved runs "
+                 "each (whiskers: 10th-90th percentile; Maestro over HTTPS)", fontsize=9)
+    ax.legend(fontsize=7.5, frameon=False, loc="upper left")
+
+
 def as_installed() -> None:
     """Measure the package as pip installs it: with compiled bytecode, like O365 in
     site-packages (an editable install under PYTHONDONTWRITEBYTECODE has none)."""
@@ -352,6 +455,7 @@ def as_installed() -> None:
 
 def report(results: dict, runs: int) -> None:
     warm, imports, crowd = results["warm"], results["imports"], results.get("herd")
+    far = results.get("distance")
     print(f"machine: {results['machine']}; sandbox on 127.0.0.1; bytecode compiled "
           "(as a pip install leaves it)\n")
     print(f"1. warm start to the first Graph call ({runs} runs each, interleaved)")
@@ -371,6 +475,19 @@ def report(results: dict, runs: int) -> None:
     print(f"4. import: plugin's own modules {imports['plugin_own_modules_ms']:.1f} ms; "
           f"whole plugin import {imports['plugin_total_ms']:.0f} ms; import O365 "
           f"{imports['import_O365_ms']:.0f} ms")
+    if far:
+        print(f"6. at a distance: Maestro {far['maestro_rtt_s'] * 1000:g} ms, Microsoft "
+              f"{far['microsoft_rtt_s'] * 1000:g} ms round trip ({far['runs']} interleaved "
+              "runs each; Maestro over HTTPS)")
+        for key, t in far["times"].items():
+            r = far["requests"][key]
+            print(f"   {key:<12} median {t['median_s'] * 1000:7.1f} ms  p10-p90 "
+                  f"{t['p10_s'] * 1000:6.1f}-{t['p90_s'] * 1000:6.1f} ms   Maestro reads "
+                  f"{r['maestro_reads']} writes {r['maestro_writes']} other "
+                  f"{r['maestro_other']} version {r['maestro_version']}; identity "
+                  f"{r['identity']}; Graph 401s {r['graph_401']}")
+        print("   c/d " + "   ".join(f"{k} {v:.3f}" for k, v in far["ratio_c_d"].items())
+              + f"   (same requests every run: {all(far['same_requests_every_run'].values())})")
     if not crowd:
         return
     print(f"5. bots on one credential ({crowd['lifetime_s']} s tokens, the first "
@@ -407,22 +524,50 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=5,
                         help="starts together on an expired token, per herd size")
     parser.add_argument("--replot", metavar="JSON", help="only draw the picture from a result")
+    parser.add_argument("--maestro-rtt", type=float, default=0.040, metavar="SECONDS",
+                        help="6.: round trip to Maestro (default: %(default)s)")
+    parser.add_argument("--microsoft-rtt", type=float, default=0.020, metavar="SECONDS",
+                        help="6.: round trip to the identity platform and Graph "
+                        "(default: %(default)s)")
+    parser.add_argument("--distance-runs", type=int, default=10,
+                        help="6.: runs of each start (default: %(default)s)")
+    parser.add_argument("--sections", default="warm,imports,herd,distance",
+                        help="what to measure (default: %(default)s); the sections not "
+                        "measured are kept from the --json file, if it exists")
     args = parser.parse_args()
     if args.replot:
         picture(json.loads(Path(args.replot).read_text()), Path(args.svg))
         return 0
+    sections = set(args.sections.split(",")) - ({"herd"} if args.no_herd else set())
+    if unknown := sections - {"warm", "imports", "herd", "distance"}:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     started = time.monotonic()
     as_installed()
-    results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
-                   f"Python {platform.python_version()}",
-        "warm": warm_starts(args.runs), "imports": import_cost()}
-    if not args.no_herd:
+    kept = Path(args.json)
+    results: dict = json.loads(kept.read_text()) if kept.is_file() else {}
+    if "herd" not in sections and args.no_herd:
+        results.pop("herd", None)
+    results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
+                          f"{platform.system()}, Python {platform.python_version()}")
+    if "warm" in sections:
+        results["warm"] = warm_starts(args.runs)
+    if "imports" in sections:
+        results["imports"] = import_cost()
+    if "herd" in sections:
         results["herd"] = herd([int(n) for n in args.bots.split(",")], args.expiries,
                                args.starts)
-    results["seconds"] = round(time.monotonic() - started)
-    report(results, args.runs)
-    print(f"\n(benchmark took {results['seconds']} s)")
+    if "distance" in sections:
+        far_started = time.monotonic()
+        results["distance"] = distance_starts(args.distance_runs, args.maestro_rtt,
+                                              args.microsoft_rtt)
+        results["distance"]["seconds"] = round(time.monotonic() - far_started)
+    if "warm" not in results or "imports" not in results:
+        parser.error(f"{kept} holds no warm starts or imports: measure them too")
+    took = round(time.monotonic() - started)
+    if sections >= {"warm", "imports", "herd"} or "seconds" not in results:
+        results["seconds"] = took  # the whole run's (a part's alone is not that)
+    report(results, results["warm"]["runs"])
+    print(f"\n(benchmark took {took} s)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_svg:

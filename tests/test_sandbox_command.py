@@ -111,6 +111,34 @@ def test_the_task_line_run_as_printed_finishes_its_task(tmp_path):
         assert status.stdout.startswith(f"task {args[1]}: FINISHED SUCCESS: Report sent to")
 
 
+def test_a_sandbox_at_a_distance_runs_the_printed_task_line_through_its_proxies(tmp_path):
+    with sandbox_command(tmp_path, "--task", "--authorize", "--maestro-rtt", "0.04",
+                         "--microsoft-rtt", "0.02", "--latency", "0.01-0.02",
+                         "--visible-after", "0", "--token-lifetime", "600") as box:
+        text = "\n".join(box.output)
+        assert "maestro: 40 ms round trip (through a proxy)" in text
+        assert "identity: 20 ms round trip" in text and "graph: 20 ms round trip" in text
+        assert "Maestro reads: 0.01-0.02 s each" in text
+        assert "Maestro writes: 0.01-0.02 s each" in text
+        assert "Maestro tokens: refused 600 s after issue" in text
+        state = _state(tmp_path)
+        args = box.line("python bot.py").split()[2:]
+        assert args[0] == state["maestro"] == box.env["BOTCITY_SERVER"]
+        done = run_process([sys.executable, str(BOT), *args], box.env, cwd=BOT.parent,
+                           stdin_closed=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert box.cli("task", args[1]).stdout.startswith(f"task {args[1]}: FINISHED SUCCESS")
+
+
+@pytest.mark.parametrize("option", [["--latency", "0.3-0.1"], ["--latency", "fast"],
+                                    ["--maestro-rtt", "-1"], ["--visible-after", "soon"]])
+def test_distance_options_out_of_range_are_refused(tmp_path, option):
+    done = subprocess.run([*CLI, "sandbox", "--minutes", "0", *option], env=base_env(tmp_path),
+                          text=True, capture_output=True, timeout=DEADLINE)
+    assert done.returncode == 2
+    assert "expected" in done.stderr
+
+
 def test_faults_from_a_second_terminal_reach_the_running_sandbox(tmp_path):
     with sandbox_command(tmp_path, "--authorize") as box:
         # nothing works for a caller without the admin key of the state file

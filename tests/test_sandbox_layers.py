@@ -14,7 +14,7 @@ from conftest import REPO
 PLUGIN = "botcity.plugins.ms365.credentials"
 SANDBOX = "botcity.plugins.ms365.sandbox"
 #: the servers: they know the protocols, nothing of the plugin
-SERVERS = ("_http", "_tls", "client_assertions", "identity", "graph", "maestro")
+SERVERS = ("_http", "_tls", "client_assertions", "distance", "identity", "graph", "maestro")
 ROOTS = (REPO / "src", REPO / "sandbox" / "src")
 
 

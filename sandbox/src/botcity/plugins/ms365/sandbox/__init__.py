@@ -6,6 +6,7 @@ botcity-maestro-sdk.
 The layers, each importing only the ones above it:
 
 - the servers, which import nothing of the plugin: :mod:`._http`, :mod:`._tls`,
+  :mod:`.distance` (a delaying proxy in front of one),
   :mod:`.client_assertions`, :mod:`.identity`, :mod:`.graph`, :mod:`.maestro`;
 - :class:`Sandbox` (:mod:`.sandbox`): the three together, and what a client needs;
 - what drives the plugin: :class:`MS365Sandbox` (:mod:`.fixture`, what the

@@ -34,6 +34,8 @@ class Request:
     at: float
     #: the status it was answered with (0: not answered yet, or the connection dropped)
     status: int = 0
+    #: seconds the server waited before handling it (its latency: see Service.latency)
+    delay: float = 0.0
 
     def form(self) -> dict[str, str]:
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -125,12 +127,20 @@ class Service:
         self._faults_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        #: The address clients are given instead of the listening one (a proxy in front of
+        #: it: see :mod:`.distance`): :attr:`url`, and every address the server hands out.
+        self.advertised_url: str | None = None
         self._compiled = [(m, re.compile(p), f) for m, p, f in self.routes()]
 
     # -- subclasses -------------------------------------------------------------------
     def routes(self) -> list[tuple[str, str, Route]]:
         """``(method, path regex, function)``; named groups become keyword arguments."""
         raise NotImplementedError
+
+    def latency(self, request: Request) -> float:
+        """Seconds to wait before handling ``request`` (a subclass's setting; none here):
+        the request reaches the server that much later, so a write takes effect late."""
+        return 0.0
 
     def handle(self, request: Request) -> Reply:
         for method, pattern, function in self._compiled:
@@ -168,11 +178,27 @@ class Service:
 
     # -- lifecycle --------------------------------------------------------------------
     @property
+    def scheme(self) -> str:
+        return "https" if self._tls else "http"
+
+    @property
     def url(self) -> str:
+        """The address clients use: :attr:`advertised_url` when set, else
+        :attr:`direct_url`."""
+        return self.advertised_url or self.direct_url
+
+    @property
+    def direct_url(self) -> str:
+        """The address this server listens on."""
         if self._server is None:
             raise RuntimeError(f"the sandbox {self.name} server is not running")
-        scheme = "https" if self._tls else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"the sandbox {self.name} server is not running")
+        return int(self._server.server_address[1])
 
     def start(self, port: int = 0) -> None:
         service = self
@@ -230,6 +256,9 @@ class Service:
                     at=time.time(),
                 )
                 service._log.add(request)
+                request.delay = min(max(0.0, service.latency(request)), MAX_FAULT_DELAY)
+                if request.delay:
+                    time.sleep(request.delay)
                 fault = service._take_fault(request)
                 if fault is not None:
                     if fault.delay:
@@ -287,4 +316,5 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self.advertised_url = None
 

@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +90,22 @@ class AdminService(Service):
 
 # -- the server ------------------------------------------------------------------------------
 def serve(*, minutes: float, task: bool, authorize: bool,
-          out: Callable[[str], None], stop: threading.Event | None = None) -> None:
-    """Run the sandbox until ``stop`` is set, Ctrl+C, or ``minutes`` pass."""
+          out: Callable[[str], None], stop: threading.Event | None = None,
+          options: Mapping[str, Any] | None = None) -> None:
+    """Run the sandbox (``Sandbox(**options)``) until ``stop`` is set, Ctrl+C, or
+    ``minutes`` pass."""
     try:
-        _serve(minutes=minutes, task=task, authorize=authorize, out=out, stop=stop)
+        _serve(minutes=minutes, task=task, authorize=authorize, out=out, stop=stop,
+               options=dict(options or {}))
     except KeyboardInterrupt:  # how a person stops it, at any moment: a clean stop
         pass
 
 
 def _serve(*, minutes: float, task: bool, authorize: bool,
-           out: Callable[[str], None], stop: threading.Event | None) -> None:
+           out: Callable[[str], None], stop: threading.Event | None,
+           options: dict[str, Any]) -> None:
     path = state_path()
-    with Sandbox() as sandbox:
+    with Sandbox(**options) as sandbox:
         sandbox.tenant.consent = "ask"  # a person sees an Accept button
         sandbox.put_app_credentials(LABEL)
         admin = AdminService(sandbox)
@@ -111,6 +115,8 @@ def _serve(*, minutes: float, task: bool, authorize: bool,
             if authorize:
                 sandbox.authorize(LABEL, AUTHORIZE_SCOPES)
             for line in _instructions(sandbox, authorize):
+                out(line)
+            for line in _realism(sandbox):
                 out(line)
             if task:
                 task_id, token = sandbox.maestro.start_task(
@@ -182,6 +188,24 @@ def _instructions(sandbox: Sandbox, authorized: bool) -> list[str]:
         "  fail-maestro [--times N] [--status 500] | task ID",
     ]
     return lines
+
+
+def _realism(sandbox: Sandbox) -> list[str]:
+    """What makes this sandbox less instant than loopback (nothing when nothing does)."""
+    maestro, said = sandbox.maestro, []
+    for name, seconds in sandbox.round_trip.items():
+        if seconds:
+            said.append(f"  {name}: {seconds * 1000:g} ms round trip (through a proxy)")
+    for label, span in (("reads", maestro.read_latency),
+                        ("writes", maestro.write_latency or maestro.read_latency)):
+        if span:
+            said.append(f"  Maestro {label}: {span[0]:g}-{span[1]:g} s each")
+    if maestro.visibility_delay:
+        said.append(f"  Maestro credential writes: seen by reads {maestro.visibility_delay:g} s "
+                    "later")
+    if maestro.token_lifetime is not None:
+        said.append(f"  Maestro tokens: refused {maestro.token_lifetime:g} s after issue")
+    return ["", "At a distance:", *said] if said else []
 
 
 # -- the subcommands of a second terminal -----------------------------------------------------

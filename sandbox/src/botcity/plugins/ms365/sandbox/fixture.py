@@ -173,3 +173,24 @@ class MS365Sandbox:
         """The next ``times`` requests to Maestro get ``status`` (0: the connection
         drops)."""
         self.sandbox.fail_maestro(times, status)
+
+    # -- a less instant Maestro (for a network's distance: the ms365_sandbox marker) ------
+    def set_maestro_latency(self, read: tuple[float, float] | None,
+                            write: tuple[float, float] | None = None) -> None:
+        """Each Maestro request waits a time drawn in ``read`` (GET) or ``write`` (the
+        others; default ``read``), in seconds, before it is handled: a write takes effect
+        that much later. ``None``: at once."""
+        self.sandbox.maestro.set_latency(read, write)
+
+    def delay_maestro_visibility(self, seconds: float) -> None:
+        """A credential write to Maestro is answered at once, but reads return the old
+        value for ``seconds`` more (0: at once)."""
+        self.sandbox.maestro.visibility_delay = float(seconds)
+
+    def expire_maestro_tokens(self, after: float | None = None) -> None:
+        """Maestro's login and Runner tokens are refused (401): ``after`` seconds after
+        they were issued, or, without ``after``, every one issued so far from now on."""
+        if after is None:
+            self.sandbox.maestro.expire_tokens()
+        else:
+            self.sandbox.maestro.token_lifetime = float(after)

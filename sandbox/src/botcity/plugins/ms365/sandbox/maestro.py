@@ -5,12 +5,24 @@ tasks (create, read, finish), errors and logs: what a Runner bot made from BotCi
 template calls. Every call but ``version`` and ``login`` needs the
 ``token`` header of a login or of a task started with :meth:`MaestroService.start_task`
 (the Runner's token); otherwise 401.
+
+A real Maestro is farther and slower than this one. Settings (attributes, changeable at
+any moment) make it less instant: :attr:`~MaestroService.read_latency` and
+:attr:`~MaestroService.write_latency` (a ``(low, high)`` range of seconds drawn for each
+request, waited before the request is handled: a write takes effect late),
+:attr:`~MaestroService.visibility_delay` (a credential write is answered at once but
+reads return the old value for that many seconds) and
+:attr:`~MaestroService.token_lifetime` (login and Runner tokens are refused with 401 that
+many seconds after they were issued).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+import random
 import secrets
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,11 +62,47 @@ class Workspace:
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class _Unseen:
+    """A credential write that reads do not see yet: until ``visible_at`` they get
+    ``before`` (the label's keys before it; None: the label did not exist)."""
+
+    visible_at: float
+    before: list[dict[str, Any]] | None
+
+
+Range = tuple[float, float]
+
+
+def _check_range(value: Range | None, name: str) -> Range | None:
+    if value is None:
+        return None
+    low, high = (float(v) for v in value)
+    if not 0 <= low <= high <= 60:
+        raise ValueError(f"{name} is (low, high) with 0 <= low <= high <= 60, not {value!r}")
+    return low, high
+
+
 class MaestroService(Service):
     name = "maestro"
 
-    def __init__(self, log: RequestLog, version: str = "3.5.0") -> None:
+    def __init__(self, log: RequestLog, version: str = "3.5.0",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.version = version
+        #: seconds each GET waits before it is handled, drawn in this range (None: none)
+        self.read_latency: Range | None = None
+        #: the same for every other request (POST, DELETE: the writes, and login); None:
+        #: as :attr:`read_latency`. Waited before the write takes effect.
+        self.write_latency: Range | None = None
+        #: seconds a credential write (create, add key, edit) stays unseen by reads
+        self.visibility_delay = 0.0
+        #: seconds a login's or a Runner's token is accepted after it was issued (None:
+        #: forever); then 401, as for an unknown token
+        self.token_lifetime: float | None = None
+        #: draws the latencies (seed it for a repeatable run)
+        self.random = random.Random()
+        self._unseen: dict[tuple[str, str], list[_Unseen]] = {}
+        self._issued: dict[str, float] = {}  # access token -> when it was issued
         #: the workspaces this Maestro serves; the first is the default of every helper
         self.workspaces: dict[str, Workspace] = {}
         self.login = self.add_workspace("sandbox").login
@@ -67,7 +115,48 @@ class MaestroService(Service):
         self._tokens: dict[str, str] = {}  # access token -> workspace login
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
-        super().__init__(log)
+        super().__init__(log, tls)
+
+    # -- realism: latency, late visibility, expiring tokens ------------------------------
+    def set_latency(self, read: Range | None, write: Range | None = None) -> None:
+        """Every request waits a time drawn in ``read`` (GET) or ``write`` (the others;
+        default: ``read``) before it is handled. ``None``: no wait."""
+        self.read_latency = _check_range(read, "read latency")
+        self.write_latency = _check_range(write, "write latency")
+
+    def latency(self, request: Request) -> float:
+        span = (self.read_latency if request.method in ("GET", "HEAD")
+                else self.write_latency or self.read_latency)
+        if not span:
+            return 0.0
+        with self._lock:
+            return self.random.uniform(*span)
+
+    def _written(self, space: Workspace, label: str) -> None:
+        """Call before a credential write (under the lock): remember what reads see."""
+        if self.visibility_delay > 0:
+            before = space.credentials.get(label)
+            self._unseen.setdefault((space.login, label), []).append(
+                _Unseen(time.time() + self.visibility_delay, copy.deepcopy(before)))
+
+    def _seen(self, space: Workspace, label: str) -> list[dict[str, Any]] | None:
+        """A label's keys as reads see them (under the lock): as they were before the
+        oldest write not visible yet, else as they are."""
+        now = time.time()
+        pending = [u for u in self._unseen.get((space.login, label), []) if u.visible_at > now]
+        self._unseen[(space.login, label)] = pending
+        return pending[0].before if pending else space.credentials.get(label)
+
+    def _issue(self, token: str, login: str) -> None:
+        with self._lock:
+            self._tokens[token] = login
+            self._issued[token] = time.time()
+
+    def expire_tokens(self) -> None:
+        """Every login and Runner token issued so far is refused from now on (401)."""
+        with self._lock:
+            for token in self._issued:
+                self._issued[token] = float("-inf")
 
     # -- test controls ----------------------------------------------------------------
     def add_workspace(self, login: str) -> Workspace:
@@ -102,8 +191,7 @@ class MaestroService(Service):
     def runner_token(self, organization: str | None = None) -> str:
         """A new access token of the workspace, as Maestro gives a Runner for one run."""
         token = "sbxrunner_" + secrets.token_urlsafe(24)
-        with self._lock:
-            self._tokens[token] = self._space(organization).login
+        self._issue(token, self._space(organization).login)
         return token
 
     def runner_argv(self, task_id: int, token: str) -> list[str]:
@@ -163,6 +251,11 @@ class MaestroService(Service):
             organization = request.headers.get("organization", "")
             with self._lock:
                 login = self._tokens.get(token)
+                issued = self._issued.get(token, 0.0)
+            lifetime = self.token_lifetime
+            if issued == float("-inf") or (
+                    lifetime is not None and time.time() - issued >= lifetime):
+                return Reply.json({"message": "Invalid token or organization."}, 401)
             if login is None or organization not in ("", login):
                 return Reply.json({"message": "Invalid token or organization."}, 401)
             return function(request, space=self.workspaces[login], **kwargs)
@@ -177,8 +270,7 @@ class MaestroService(Service):
         if space is None or not secrets.compare_digest(str(body.get("key", "")), space.key):
             return Reply.json({"message": "Invalid login or key."}, 401)
         token = "sbxtoken_" + secrets.token_urlsafe(24)
-        with self._lock:
-            self._tokens[token] = space.login
+        self._issue(token, space.login)
         return Reply.json({"accessToken": token, "login": space.login})
 
     def _missing(self, label: str) -> Reply:
@@ -186,14 +278,16 @@ class MaestroService(Service):
                           self.missing_label_status)
 
     def _get_key(self, request: Request, space: Workspace, label: str, key: str) -> Reply:
-        value = self.secret(label, key, space.login)
+        with self._lock:
+            value = next((str(i["value"]) for i in self._seen(space, label) or []
+                          if i["key"] == key), None)
         if value is None:
             return Reply.json({"message": f"Key '{key}' not found in credential '{label}'."}, 404)
         return Reply.text(value)
 
     def _get_label(self, request: Request, space: Workspace, label: str) -> Reply:
         with self._lock:
-            items = space.credentials.get(label)
+            items = self._seen(space, label)
             if items is None:
                 return self._missing(label)
             return Reply.json({"label": label, "organizationLabel": space.login,
@@ -206,6 +300,7 @@ class MaestroService(Service):
         with self._lock:
             if not label or label in space.credentials:
                 return Reply.json({"message": f"Credential '{label}' already exists."}, 400)
+            self._written(space, label)
             space.credentials[label] = [
                 {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
                 for s in body.get("secrets", [])
@@ -220,6 +315,7 @@ class MaestroService(Service):
                 return self._missing(label)
             if any(i["key"] == body.get("key") for i in items):
                 return Reply.json({"message": f"Key '{body.get('key')}' already exists."}, 400)
+            self._written(space, label)
             items.append({"key": str(body.get("key")), "value": body.get("value"), "valid": True})
         return Reply.json({"message": "Key added.", "type": "success"}, 201)
 
@@ -228,6 +324,7 @@ class MaestroService(Service):
         with self._lock:
             if label not in space.credentials:
                 return self._missing(label)
+            self._written(space, label)
             space.credentials[label] = [
                 {"key": str(s["key"]), "value": s.get("value"), "valid": s.get("valid", True)}
                 for s in body.get("secrets", [])

@@ -9,6 +9,14 @@ Driven by the real O365, msal and botcity-maestro-sdk over HTTP::
         ...
         sbx.requests("identity")              # every request each server answered
 
+At a distance: ``Sandbox(round_trip={"maestro": 0.040, "microsoft": 0.020})`` puts a
+delaying proxy (:mod:`.distance`) in front of Maestro and of the identity platform and
+Graph, and every address the sandbox gives out (and the servers hand out: the OpenID
+configuration, the device-code page, ...) goes through it; ``maestro_latency``,
+``maestro_write_latency``, ``maestro_visibility_delay`` and ``maestro_token_lifetime``
+make its Maestro slow, eventually consistent and its login tokens expire
+(:class:`~.maestro.MaestroService`).
+
 Nothing here changes this process's environment: what a bot needs is handed over
 (:meth:`Sandbox.client_env`, :meth:`Sandbox.bot_env`, :meth:`Sandbox.process_env`).
 Only :meth:`Sandbox.authorize` uses the plugin (its errors, imported when it is called,
@@ -24,17 +32,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._http import Request, RequestLog
+from ._http import Request, RequestLog, Service
 from ._tls import make_tls_files
 from .client_assertions import MadeCertificate, make_certificate
+from .distance import DelayProxy
 from .graph import GraphService
 from .identity import IdentityService, Tenant
 from .maestro import MaestroService
 
-__all__ = ["Request", "Sandbox", "accept_sign_in", "expire_token_text"]
+__all__ = ["ROUND_TRIP_KEYS", "Request", "Sandbox", "accept_sign_in", "expire_token_text"]
+
+#: what ``round_trip=`` may name: Maestro, Microsoft (the identity platform and Graph), or
+#: one of those two services
+ROUND_TRIP_KEYS = ("maestro", "microsoft", "identity", "graph")
 
 
 def accept_sign_in(authorize_url: str, ca_file: str) -> str:
@@ -67,9 +81,32 @@ def expire_token_text(text: str) -> str:
 
 
 class Sandbox:
-    """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
+    """Start with :meth:`start` (or ``with``); stop with :meth:`stop`.
 
-    def __init__(self, *, maestro_version: str = "3.5.0") -> None:
+    Args:
+        maestro_version: what Maestro's version call answers.
+        round_trip: seconds of network round trip between a client and ``"maestro"``,
+            ``"microsoft"`` (the identity platform and Graph) or ``"identity"`` or
+            ``"graph"`` alone; each named gets a :class:`~.distance.DelayProxy`.
+        maestro_latency, maestro_write_latency: ``(low, high)`` seconds Maestro waits
+            before handling each read (GET) and each other request (default: as reads).
+        maestro_visibility_delay: seconds a credential write stays unseen by reads.
+        maestro_token_lifetime: seconds a login's or a Runner's token is accepted.
+        maestro_tls: Maestro over HTTPS (the sandbox CA), as the real one is; default
+            plain HTTP on loopback.
+    """
+
+    def __init__(self, *, maestro_version: str = "3.5.0",
+                 round_trip: Mapping[str, float] | None = None,
+                 maestro_latency: tuple[float, float] | None = None,
+                 maestro_write_latency: tuple[float, float] | None = None,
+                 maestro_visibility_delay: float = 0.0,
+                 maestro_token_lifetime: float | None = None,
+                 maestro_tls: bool = False) -> None:
+        unknown = set(round_trip or {}) - set(ROUND_TRIP_KEYS)
+        if unknown:
+            raise ValueError(f"round_trip names {sorted(unknown)}; it knows "
+                             f"{', '.join(ROUND_TRIP_KEYS)}")
         self._folder = Path(tempfile.mkdtemp(prefix="botcity-ms365-sandbox-"))
         self.tls = make_tls_files(self._folder)
         self.requests = RequestLog()
@@ -79,16 +116,40 @@ class Sandbox:
         context = self.tls.server_context()
         self.identity = IdentityService(self.requests, context, self.tenant)
         self.graph = GraphService(self.requests, context, self.tenant)
-        self.maestro = MaestroService(self.requests, version=maestro_version)
+        self.maestro = MaestroService(self.requests, version=maestro_version,
+                                      tls=context if maestro_tls else None)
+        self.maestro.set_latency(maestro_latency, maestro_write_latency)
+        self.maestro.visibility_delay = float(maestro_visibility_delay)
+        self.maestro.token_lifetime = maestro_token_lifetime
+        trips = dict(round_trip or {})
+        #: seconds of round trip in front of each service (0: none, loopback)
+        self.round_trip = {
+            "identity": float(trips.get("identity", trips.get("microsoft", 0.0))),
+            "graph": float(trips.get("graph", trips.get("microsoft", 0.0))),
+            "maestro": float(trips.get("maestro", 0.0)),
+        }
+        #: the proxy in front of each service at a distance (made at :meth:`start`)
+        self.proxies: dict[str, DelayProxy] = {}
 
     # -- lifecycle --------------------------------------------------------------------
+    def _services(self) -> dict[str, Service]:
+        return {"identity": self.identity, "graph": self.graph, "maestro": self.maestro}
+
     def start(self) -> Sandbox:
-        for service in (self.identity, self.graph, self.maestro):
+        for name, service in self._services().items():
             service.start()
+            if self.round_trip[name] > 0:
+                proxy = DelayProxy(("127.0.0.1", service.port), self.round_trip[name],
+                                   name=name).start()
+                self.proxies[name] = proxy
+                service.advertised_url = proxy.url(service.scheme)
         return self
 
     def stop(self) -> None:
-        for service in (self.identity, self.graph, self.maestro):
+        for proxy in self.proxies.values():
+            proxy.stop()
+        self.proxies.clear()
+        for service in self._services().values():
             service.stop()
         shutil.rmtree(self._folder, ignore_errors=True)
 

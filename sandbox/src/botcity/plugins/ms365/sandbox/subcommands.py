@@ -24,6 +24,45 @@ SANDBOX_FAULTS = {
 }
 
 
+def seconds_range(text: str) -> tuple[float, float]:
+    """``LOW-HIGH`` (``0.05-0.3``) or one number (``0.1``: always that), in seconds."""
+    low, _, high = text.partition("-")
+    try:
+        span = (float(low), float(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds as LOW-HIGH (such as 0.05-0.3) or one number, not {text!r}"
+        ) from None
+    if not 0 <= span[0] <= span[1] <= 60:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW <= HIGH <= 60, not {text!r}")
+    return span
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
+    return value
+
+
+def sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Sandbox(...)`` keyword arguments of ``botcity-ms365 sandbox``'s options."""
+    options: dict[str, Any] = {}
+    trips = {"maestro": args.maestro_rtt, "microsoft": args.microsoft_rtt}
+    if any(trips.values()):
+        options["round_trip"] = {k: v for k, v in trips.items() if v}
+    for option, name in (("latency", "maestro_latency"),
+                         ("write_latency", "maestro_write_latency"),
+                         ("visible_after", "maestro_visibility_delay"),
+                         ("token_lifetime", "maestro_token_lifetime")):
+        if getattr(args, option) is not None:
+            options[name] = getattr(args, option)
+    return options
+
+
 def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -72,6 +111,22 @@ def add_sandbox(commands: Any) -> argparse.ArgumentParser:
     box.add_argument("--authorize", action="store_true",
                      help="store a consented token in the Maestro credential at start, as "
                      "if a person had signed in")
+    far = box.add_argument_group("a Maestro and a Microsoft as far and slow as real ones")
+    far.add_argument("--maestro-rtt", type=_seconds, default=0.0, metavar="SECONDS",
+                     help="network round trip to Maestro, through a delaying proxy")
+    far.add_argument("--microsoft-rtt", type=_seconds, default=0.0, metavar="SECONDS",
+                     help="the same to the identity platform and Graph")
+    far.add_argument("--latency", type=seconds_range, metavar="LOW-HIGH",
+                     help="seconds Maestro takes for each request, drawn in this range "
+                     "(such as 0.05-0.3)")
+    far.add_argument("--write-latency", type=seconds_range, metavar="LOW-HIGH",
+                     help="the same for writes, waited before they take effect "
+                     "(default: --latency)")
+    far.add_argument("--visible-after", type=_seconds, metavar="SECONDS",
+                     help="a credential write is seen by reads only this much later")
+    far.add_argument("--token-lifetime", type=_seconds, metavar="SECONDS",
+                     help="Maestro refuses login and Runner tokens this much after they "
+                     "were issued (401)")
     actions = box.add_subparsers(dest="action", metavar="ACTION")
     consent = actions.add_parser(
         "consent", help="sign in and accept at a sign-in address; print the address to paste")
@@ -94,7 +149,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     try:
         if args.action is None:
             command.serve(minutes=args.minutes, task=args.task, authorize=args.authorize,
-                          out=_out)
+                          out=_out, options=sandbox_options(args))
         elif args.action == "consent":
             _out(command.consent(args.url))
         elif args.action == "task":

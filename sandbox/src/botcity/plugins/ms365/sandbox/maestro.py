@@ -110,6 +110,19 @@ class MaestroService(Service):
             self._space(organization).reader_keys.append(key)
         return key
 
+    def _reader_login(self, body: dict[str, Any]) -> Reply | None:
+        """The login of a :meth:`reader_key` (None: the key is not one)."""
+        space = self.workspaces.get(str(body.get("login", "")))
+        given = str(body.get("key", ""))
+        if space is None or not any(secrets.compare_digest(given, key)
+                                    for key in space.reader_keys):
+            return None
+        token = "sbxtoken_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = space.login
+            self._readers.add(token)
+        return Reply.json({"accessToken": token, "login": space.login})
+
     def runner_token(self, organization: str | None = None) -> str:
         """A new access token of the workspace, as Maestro gives a Runner for one run."""
         token = "sbxrunner_" + secrets.token_urlsafe(24)
@@ -187,17 +200,15 @@ class MaestroService(Service):
 
     def _login(self, request: Request) -> Reply:
         body = request.json() or {}
+        reader = self._reader_login(body)
+        if reader is not None:
+            return reader
         space = self.workspaces.get(str(body.get("login", "")))
-        given = str(body.get("key", ""))
-        reader = space is not None and any(secrets.compare_digest(given, key)
-                                           for key in space.reader_keys)
-        if space is None or not (reader or secrets.compare_digest(given, space.key)):
+        if space is None or not secrets.compare_digest(str(body.get("key", "")), space.key):
             return Reply.json({"message": "Invalid login or key."}, 401)
         token = "sbxtoken_" + secrets.token_urlsafe(24)
         with self._lock:
             self._tokens[token] = space.login
-            if reader:
-                self._readers.add(token)
         return Reply.json({"accessToken": token, "login": space.login})
 
     def _missing(self, label: str) -> Reply:

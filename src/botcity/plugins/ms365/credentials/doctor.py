@@ -177,7 +177,8 @@ def write_probe(vault: MaestroVault, label: str, *, timer: Timer = time.monotoni
             advice, value_text = str(exc), "failed"
         return [Check("maestro write", value_text, FAIL, advice),
                 Check("write visible", "not measured", SKIPPED, "the probe was not written"),
-                Check("probe removed", "nothing to remove", SKIPPED)]
+                Check("probe removed", "nothing to remove", SKIPPED,
+                      "the probe was not written")]
     checks = [Check("maestro write", f"wrote key '{PROBE_KEY}' of {where}", OK)]
     try:
         reads, delay = _wait_for(vault, label, lambda v: (v or {}).get(PROBE_KEY) == value,
@@ -378,6 +379,13 @@ def stored_token(text: str | None, where: str, now: float, *, label: str,
     return Check(name, value, OK, measured=idle_days)
 
 
+def _not_probed(verdict: str, why: str) -> list[Check]:
+    """The write check's rows when nothing was written."""
+    return [Check("maestro write", "not tried", verdict, why),
+            Check("write visible", "not measured", SKIPPED, "the probe was not written"),
+            Check("probe removed", "nothing to remove", SKIPPED, "the probe was not written")]
+
+
 # -- all of them ---------------------------------------------------------------------------------
 def run(vault: MaestroVault, *, label: str | None, token_label: str, token_key: str,
         tenant_id: str | None = None, settings: Settings | None = None,
@@ -391,17 +399,15 @@ def run(vault: MaestroVault, *, label: str | None, token_label: str, token_key: 
                                       timer=timer)
     checks.append(trip)
     where = f"Maestro credential '{token_label}' key '{token_key}'"
-    if values is None and trip.verdict != FAIL:
-        checks.append(Check("maestro write", "not tried", FAIL,
-                            f"credential '{token_label}' does not exist: create it in "
-                            "Maestro (Orchestrator > Credentials) with client_id and "
-                            "client_secret"))
-    elif trip.verdict == FAIL:
-        checks.append(Check("maestro write", "not tried", SKIPPED, "Maestro could not be read"))
+    if trip.verdict == FAIL:
+        checks.extend(_not_probed(SKIPPED, "Maestro could not be read"))
+    elif values is None:
+        checks.extend(_not_probed(FAIL, f"credential '{token_label}' does not exist: create "
+                                  "it in Maestro (Orchestrator > Credentials) with client_id "
+                                  "and client_secret"))
     elif not edits_keys(vault.version):
-        checks.append(Check("maestro write", "not tried", SKIPPED,
-                            f"needs Maestro {_version_text(WRITES_NEED)} to remove the probe "
-                            "key again"))
+        checks.extend(_not_probed(SKIPPED, f"needs Maestro {_version_text(WRITES_NEED)} to "
+                                  "remove the probe key again"))
     else:
         checks.extend(write_probe(vault, token_label, timer=timer, sleep=sleep))
 

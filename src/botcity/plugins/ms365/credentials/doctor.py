@@ -379,6 +379,13 @@ def stored_token(text: str | None, where: str, now: float, *, label: str,
     return Check(name, value, OK, measured=idle_days)
 
 
+class _Unused(Clock):
+    """The session's clock: the doctor measures the skew itself and corrects nothing."""
+
+    def learn(self, date_header: str | None) -> None:
+        return
+
+
 def _not_probed(verdict: str, why: str) -> list[Check]:
     """The write check's rows when nothing was written."""
     return [Check("maestro write", "not tried", verdict, why),
@@ -423,7 +430,7 @@ def run(vault: MaestroVault, *, label: str | None, token_label: str, token_key: 
                           "MS365_AUTHORITY_HOST", allow_local_http=False)
     own = session is None
     session = session or RetryingSession(budget=0, timeout=settings.http_timeout,
-                                         clock=Clock())
+                                         clock=_Unused())
     try:
         identity = identity_platform(session, authority, tenant, timer=timer)
     finally:

@@ -120,8 +120,8 @@ def rewrite(path: Path, render: Callable[[str], str]) -> bool:
 
 
 def render(section: str) -> str:
-    """The text of a generated section: ``help [COMMAND...]``, ``aadsts``, ``cli-session``
-    or ``sandbox-session``."""
+    """The text of a generated section: ``help [COMMAND...]``, ``aadsts``, ``cli-session``,
+    ``sandbox-session`` or ``doctor-session``."""
     words = section.split()
     if words[0] == "help":
         return fenced("text", cli_help(words[1:]))
@@ -131,6 +131,8 @@ def render(section: str) -> str:
         return fenced("text", shorten(cli_session()))
     if words[0] == "sandbox-session":
         return fenced("text", shorten(sandbox_session()))
+    if words[0] == "doctor-session":
+        return fenced("text", doctor_session())
     raise KeyError(f"no generator for the section {section!r}")
 
 
@@ -213,6 +215,26 @@ def cli_session() -> str:
     return "\n\n".join(out).replace(folder, "/home/me/bot") + "\n"
 
 
+def doctor_session() -> str:
+    """``botcity-ms365 doctor`` on a credential authorized once, against a fresh sandbox;
+    then again with Microsoft's clock 400 s ahead of this machine's."""
+    from botcity.plugins.ms365.sandbox import Sandbox
+
+    command = "botcity-ms365 doctor --label ms365"
+    out = []
+    with tempfile.TemporaryDirectory() as folder, Sandbox() as sandbox:
+        sandbox.authorize("ms365", ["basic"])
+        env = {**cli_env(), **sandbox.bot_env(),
+               "MS365_FALLBACK_DIR": str(Path(folder) / "fallback")}
+        for skew in (0, 400):
+            sandbox.skew_clock(skew)
+            run = cli(command.split()[1:], env, cwd=folder)
+            out.append(f"$ {command}\n{run.stdout}{run.stderr}".rstrip())
+            if run.returncode:
+                out.append(f"$ echo $?\n{run.returncode}")
+    return "\n\n".join(out) + "\n"
+
+
 def sandbox_session() -> str:
     """``botcity-ms365 sandbox --task`` as it prints, up to its "Serving until Ctrl+C"
     line; then Ctrl+C."""
@@ -258,6 +280,8 @@ _VARYING = [
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<guid>"),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"), "<time>"),
     (re.compile(r"\((in )?\d+ (min|days|h)( ago)?\)"), "(<span>)"),
+    (re.compile(r"\b\d+(\.\d+)? (ms|s|min|h)\b"), "<span>"),  # the doctor's measures
+    (re.compile(r"(?<=\S)  +"), "  "),  # a table's columns, as wide as its values
     (re.compile(r"sbx[\w~.-]*"), "<sandbox value>"),
     (re.compile(r"\b\d{4,}\b"), "<n>"),  # a token's size in bytes, a port
 ]

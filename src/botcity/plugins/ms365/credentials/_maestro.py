@@ -127,6 +127,16 @@ def _version_tuple(version: str | None) -> tuple[int, ...]:
     return tuple(int(n) for n in numbers[:3]) or (0,)
 
 
+#: The Maestro version the plugin's token writes need: changing an existing key (the
+#: SDK's update and remove read the set and write it back whole).
+WRITES_NEED = (3, 0, 0)
+
+
+def edits_keys(version: str | None) -> bool:
+    """Whether a Maestro of ``version`` can change and remove existing credential keys."""
+    return _version_tuple(version) >= WRITES_NEED
+
+
 class MaestroVault:
     """Credential sets of one connected ``BotMaestroSDK``.
 
@@ -153,6 +163,13 @@ class MaestroVault:
         return str(getattr(self._sdk, "server", "") or "?")
 
     @property
+    def version(self) -> str | None:
+        """Maestro's version, as its ``GET /api/v2/maestro/version`` answered the login
+        (None: not known)."""
+        value = getattr(self._sdk, "version", None)
+        return str(value) if value else None
+
+    @property
     def organization(self) -> str:
         """The workspace (organization label; empty when a Runner gave only three
         arguments)."""
@@ -175,7 +192,7 @@ class MaestroVault:
                         "the Runner's task is still running) and that this workspace may use "
                         f"credential '{label}'")
                 return StoreError(f"Could not {action} credential '{label}' in {where}: "
-                                  f"{hint}.")
+                                  f"{hint}.", status=status)
             absent = (" If the credential does not exist yet, create it in Maestro "
                       "(Orchestrator > Credentials) with at least one key, then try again; "
                       "otherwise Maestro is failing: try again later, or check its health."
@@ -297,7 +314,7 @@ class MaestroVault:
                 self._call("_create_credential_by_label",
                     label, [{"key": key, "value": value, "valid": True}])
                 secrets = []
-            elif _version_tuple(getattr(self._sdk, "version", None)) < (3, 0, 0):
+            elif not edits_keys(getattr(self._sdk, "version", None)):
                 if any(item.get("key") == key for item in secrets):
                     raise StoreError(
                         f"BotCity Maestro at {self.server} is version {self._sdk.version}; "

@@ -5,6 +5,7 @@
     botcity-ms365 logout  --label ms365                            # remove the token
     botcity-ms365 copy    --from file:o365_token.txt --to maestro:ms365
     botcity-ms365 migrate o365_token.txt                           # O365 1.x -> current
+    botcity-ms365 doctor  --label ms365 [--json]    # on a Runner: what the plugin assumes
     botcity-ms365 demo | sandbox [ACTION]       # the local sandbox (botcity-ms365-sandbox)
 
 The Maestro connection comes from ``--server/--login`` or ``BOTCITY_SERVER``,
@@ -379,6 +380,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+    from ._maestro import MaestroVault
+
+    maestro = _maestro(args)
+    if maestro is None:
+        raise UsageError("doctor checks a Maestro credential: give the Maestro server, login "
+                         "and key (BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
+    if not (args.label or args.token_label):
+        raise UsageError("--label names the credential to check (client_id, client_secret "
+                         "and the token)")
+    checks = doctor.run(MaestroVault(maestro), label=args.label,
+                        token_label=args.token_label or args.label, token_key=args.token_key,
+                        settings=Settings.from_environ())
+    ok = not doctor.failed(checks)
+    if args.json:
+        _out(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks]}, indent=2))
+    else:
+        _print_checks(checks)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _print_checks(checks: list[Any]) -> None:
+    """One line per check: name, value, verdict, and the advice of a warn or fail."""
+    rows = [("CHECK", "VALUE", "VERDICT", "ADVICE")] + [
+        (c.name, c.value, c.verdict, c.advice if c.verdict != "ok" else "") for c in checks]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths,
+                                                                  strict=True))
+        _out(f"{line}  {row[3]}".rstrip())
+
+
 #: Subcommands that other distributions add: entry points of this group, each a function
 #: that adds its parser to the subcommands (botcity-ms365-sandbox adds demo and sandbox).
 COMMANDS_GROUP = "botcity_ms365.commands"
@@ -504,6 +538,19 @@ def build_parser() -> argparse.ArgumentParser:
         "token is left alone (copy the converted file there with 'botcity-ms365 copy').")
     migrate.add_argument("path", help="the O365 1.x token file")
     migrate.set_defaults(func=cmd_migrate)
+
+    doctor = commands.add_parser(
+        "doctor", parents=[connection], help="check what the plugin assumes about Maestro "
+        "and Microsoft, on a Runner",
+        description="Check, from this machine, what the plugin's shared token assumes: "
+        "Maestro's version (3.0.0 or newer), its round trip, that this login may write the "
+        "credential and that a write is visible to the next read, the clock against "
+        "Microsoft's, the identity platform's discovery and token endpoint (no token is "
+        "issued), the app's certificate expiry, and the stored token (not refreshed). It "
+        "writes one key of the credential, 'doctor-probe', and removes it again; the other "
+        "keys stay as they were. Exit 1 when a check failed.")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(func=cmd_doctor)
 
     _add_installed_commands(commands)
     return parser

@@ -34,17 +34,19 @@ class ConfigurationError(MS365CredentialsError):
 
 
 class StoreError(MS365CredentialsError):
-    """A credential or token store (BotCity Maestro, a local file) failed."""
+    """A credential or token store (BotCity Maestro, a local file) failed. ``status`` is
+    the HTTP status Maestro answered, when that is what failed (401/403: it refused the
+    login's access)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class StoreUnavailable(StoreError):
     """Maestro did not answer, or answered 5xx or something that is not Maestro's: a
     passing problem, not a setting. ``status`` is the HTTP status Maestro answered, if
     it answered."""
-
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        self.status = status
 
 
 class ServiceUnavailable(MS365CredentialsError):

@@ -119,6 +119,9 @@ class Service:
     """Base of the three sandbox servers. Subclasses implement :meth:`handle`."""
 
     name = "service"
+    #: Seconds added to the time every answer's ``Date`` header says (a server whose clock
+    #: differs from this machine's: :meth:`Sandbox.skew_clock`).
+    clock_offset = 0.0
 
     def __init__(self, log: RequestLog, tls: ssl.SSLContext | None = None) -> None:
         self._log = log
@@ -241,6 +244,11 @@ class Service:
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # requests are in the RequestLog; keep test output quiet
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                # the Date header, by the service's clock
+                now = time.time() if timestamp is None else timestamp
+                return super().date_time_string(now + service.clock_offset)
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

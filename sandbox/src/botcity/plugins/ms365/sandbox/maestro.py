@@ -60,6 +60,8 @@ class Workspace:
     credentials: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: activity label -> {"columns": [{"name", "label", "width"}], "entries": [...]}
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: other keys of this login that may read credentials but not write them (writes: 403)
+    reader_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +115,7 @@ class MaestroService(Service):
         self.errors: list[dict[str, Any]] = []
         self.tasks: dict[int, Task] = {}
         self._tokens: dict[str, str] = {}  # access token -> workspace login
+        self._readers: set[str] = set()  # access tokens of reader keys
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         super().__init__(log, tls)
@@ -188,6 +191,27 @@ class MaestroService(Service):
             self.tasks[task.id] = task
         return task.id, self.runner_token(organization)
 
+    def reader_key(self, organization: str | None = None) -> str:
+        """A new key of the workspace's login that may read credentials but not write
+        them: Maestro answers 403 to its credential writes (create, add key, edit)."""
+        key = "sbxreader_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._space(organization).reader_keys.append(key)
+        return key
+
+    def _reader_login(self, body: dict[str, Any]) -> Reply | None:
+        """The login of a :meth:`reader_key` (None: the key is not one)."""
+        space = self.workspaces.get(str(body.get("login", "")))
+        given = str(body.get("key", ""))
+        if space is None or not any(secrets.compare_digest(given, key)
+                                    for key in space.reader_keys):
+            return None
+        token = "sbxtoken_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = space.login
+            self._readers.add(token)
+        return Reply.json({"accessToken": token, "login": space.login})
+
     def runner_token(self, organization: str | None = None) -> str:
         """A new access token of the workspace, as Maestro gives a Runner for one run."""
         token = "sbxrunner_" + secrets.token_urlsafe(24)
@@ -258,6 +282,9 @@ class MaestroService(Service):
                 return Reply.json({"message": "Invalid token or organization."}, 401)
             if login is None or organization not in ("", login):
                 return Reply.json({"message": "Invalid token or organization."}, 401)
+            if (token in self._readers and request.method != "GET"
+                    and request.path.startswith("/api/v2/credential")):
+                return Reply.json({"message": "This key may not change credentials."}, 403)
             return function(request, space=self.workspaces[login], **kwargs)
         return wrapper
 
@@ -266,6 +293,9 @@ class MaestroService(Service):
 
     def _login(self, request: Request) -> Reply:
         body = request.json() or {}
+        reader = self._reader_login(body)
+        if reader is not None:
+            return reader
         space = self.workspaces.get(str(body.get("login", "")))
         if space is None or not secrets.compare_digest(str(body.get("key", "")), space.key):
             return Reply.json({"message": "Invalid login or key."}, 401)

@@ -294,6 +294,11 @@ class Sandbox:
         drops)."""
         self.maestro.fail_next(status, times=times, drop=not status)
 
+    def skew_clock(self, seconds: float) -> None:
+        """The identity platform's and Graph's clocks run ``seconds`` ahead of this
+        machine's (behind when negative): their answers' ``Date`` headers say so."""
+        self.identity.clock_offset = self.graph.clock_offset = float(seconds)
+
     def expire_client_secret(self) -> None:
         """The app's client secret has expired (Azure AD answers AADSTS7000222)."""
         self.tenant.expire_client_secret(self.app)

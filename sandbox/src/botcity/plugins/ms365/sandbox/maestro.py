@@ -207,8 +207,8 @@ class MaestroService(Service):
                                     for key in space.reader_keys):
             return None
         token = "sbxtoken_" + secrets.token_urlsafe(24)
+        self._issue(token, space.login)
         with self._lock:
-            self._tokens[token] = space.login
             self._readers.add(token)
         return Reply.json({"accessToken": token, "login": space.login})
 

@@ -458,9 +458,7 @@ class TokenLifecycle:
         """Rule 4: claim the expired token (a note: it rewrites nothing); the first live
         claim in the store's order renews, the others wait for its token, or for it to give
         up (a release note) or lapse, when the next claim in order renews."""
-        return self._claim_and_renew(generation(stored))
-
-    def _claim_and_renew(self, start: int) -> bool:
+        start = generation(stored)
         began = self.clock.now()
         try:
             self.store.add_note(Note(CLAIM, start, self.me, began + self.claim_seconds))

@@ -136,7 +136,7 @@ class TokenLifecycle:
     ``refresh()`` asks Microsoft for a new token and puts it in ``store``'s memory (the
     connection sets it); ``fallback``: where a token waits when Maestro cannot take it
     (Maestro stores only); ``coordinate``: follow rules 1-4; ``retry_budget``: seconds a
-    renewal may be kept retrying (how long a claim holds follows from it); ``alert(error)``:
+    renewal may spend waiting out a request loop (AADSTS50196); ``alert(error)``:
     tell the operator that Microsoft refused a renewal (not for a token a person must renew
     refused inside :meth:`check`: its caller reports that, with more to say)."""
 
@@ -183,9 +183,9 @@ class TokenLifecycle:
         try:
             stored = store.read_stored(max_age=None)
         except StoreUnavailable as exc:
-            local = self.fallback.kept() if self.fallback is not None else None
             if self.fallback is None:
                 raise
+            local = self.fallback.kept()
             if local is None or not fresh_enough(local, self.clock.now()):
                 raise StoreUnavailable(f"{exc} No still-valid token was kept on this machine "
                                        f"either ({self.fallback.where}).",

@@ -28,7 +28,15 @@ DEADLINE = 60.0
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox]:
+def sandbox_options() -> dict[str, object]:
+    """What ``sandbox`` is made with (``Sandbox``'s arguments): a test overrides this
+    fixture, or parametrizes it, for a slow Maestro or one far away."""
+    return {}
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+            sandbox_options: dict[str, object]) -> Iterator[Sandbox]:
     """A running sandbox; this process trusts it and the plugin points at it. The test
     runs in an empty working directory, so a token file never leaks between tests."""
     for name in ("MS365_CLIENT_ID", "MS365_CLIENT_SECRET", "MS365_TENANT_ID", "MS365_CONSENT",
@@ -36,7 +44,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MS365_FALLBACK_DIR", str(tmp_path / "fallback"))
-    with Sandbox() as sbx:
+    with Sandbox(**sandbox_options) as sbx:  # type: ignore[arg-type]
         for key, value in sbx.client_env().items():
             monkeypatch.setenv(key, value)
         yield sbx

@@ -9,7 +9,11 @@ import json
 import re
 import time
 
+import pytest
+
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin, StoreUnavailable
+from herd_bot import LABEL as HERD_LABEL
+from herd_bot import run_cold_starts
 
 LABEL = "ms365"
 CLAIM_KEY = re.compile(r"token\.claim\.(\d+)\.([0-9a-f]+)")
@@ -114,3 +118,35 @@ def test_a_claimer_that_cannot_store_its_token_lets_the_next_one_go_at_once(
     assert len(reads) <= 3, "it did not wait for the claim that was given up"
     assert len(sandbox.token_requests("refresh_token")) == 1
     assert generation(sandbox) == gen + 1
+
+
+#: Maestro as the issue measured it at its worst: reads take up to 0.2 s, and a write takes
+#: effect up to 2 s after it was sent (the SDK writes whole credentials: a late write is
+#: what used to undo newer tokens)
+SLOW_MAESTRO = {"maestro_latency": (0.0, 0.2), "maestro_write_latency": (0.0, 2.0)}
+
+
+@pytest.mark.parametrize("sandbox_options", [SLOW_MAESTRO], ids=["writes 0-2 s"])
+def test_bot_processes_starting_together_on_a_slow_maestro_refresh_at_most_twice(
+        sandbox, sandbox_options):
+    """Eight bot processes (one per Runner) start together on an expired token, three
+    times, with Maestro's writes taking up to 2 s to take effect: every bot gets to Graph,
+    each start costs at most two refresh grants, and the token writes, in the order they
+    took effect, never put an older generation over a newer one."""
+    result = run_cold_starts(sandbox, processes=8, repetitions=3, period=10.0)
+
+    assert result.failures == []
+    assert result.succeeded == 3, "every bot got to Graph every time"
+    assert all(1 <= grants <= 2 for grants in result.grants), result.grants
+    edits = sorted((r for r in sandbox.requests("maestro", method="POST")
+                    if r.path == f"/api/v2/credential/{HERD_LABEL}"),
+                   key=lambda r: r.at + r.delay)  # in the order they took effect
+    written = [json.loads(next(s["value"] for s in r.json()["secrets"] if s["key"] == "token")
+                          )["botcity"]["generation"] for r in edits]
+    assert written == sorted(written), "an older generation was written over a newer one"
+    # a claim that took effect after the token it claimed was renewed stays until the next
+    # renewal's write; it is of an older generation, which no bot heeds
+    now = json.loads(sandbox.maestro.secret(HERD_LABEL, "token"))["botcity"]["generation"]
+    left = [int(m.group(1)) for item in sandbox.maestro.credentials[HERD_LABEL]
+            if (m := CLAIM_KEY.fullmatch(item["key"].replace("token.release.", "token.claim.")))]
+    assert all(generation < now for generation in left), (left, now)

@@ -8,10 +8,11 @@ import json
 import pytest
 
 from botcity.plugins.ms365.credentials._clock import Clock
-from botcity.plugins.ms365.credentials.errors import StoreUnavailable
+from botcity.plugins.ms365.credentials.errors import AuthorizationRequired, StoreUnavailable
 from botcity.plugins.ms365.credentials.lifecycle import TokenLifecycle
 from botcity.plugins.ms365.credentials.persistence import (
     CLAIM,
+    REFUSED,
     RELEASE,
     Note,
     TextPersistence,
@@ -329,6 +330,28 @@ def test_a_claimer_that_cannot_store_its_token_gives_its_claim_up(shared, clock)
         bot.renew()  # a plain store raises; the Maestro store keeps it on this machine
     shared.save = save  # type: ignore[method-assign]
     assert (RELEASE, 1, bot.life.me) in shared.kinds()
+
+
+def test_a_claimer_refused_for_want_of_a_person_stops_the_others_too(shared, clock):
+    """Continuous access evaluation: Microsoft answers the claimer's refresh (with Graph's
+    claims challenge) that a person must sign in (a revoked session). It says so in a
+    refused note; a bot waiting for its token stops with the same error, asking nothing."""
+    expired(shared)
+    claimer, waiter = Bot(shared, clock), Bot(shared, clock)
+
+    def a_person_must_sign_in() -> None:
+        raise AuthorizationRequired("AADSTS50173: the grant was revoked")
+
+    claimer.refresh = a_person_must_sign_in  # type: ignore[method-assign]
+    with pytest.raises(AuthorizationRequired):
+        claimer.renew()
+    assert (REFUSED, 1, claimer.life.me) in shared.kinds()
+
+    with pytest.raises(AuthorizationRequired) as caught:
+        waiter.renew()
+    assert waiter.refreshes == 0, "it did not ask Microsoft again"
+    assert "botcity-ms365 login" in str(caught.value)
+    assert waiter.life.rejected is not None, "nor will it before a person signs in"
 
 
 def test_a_claim_never_undoes_what_another_bot_stored(shared, clock):

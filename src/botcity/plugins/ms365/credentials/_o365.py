@@ -36,6 +36,7 @@ What it changes, and why:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -216,11 +217,16 @@ class PluginConnection(Connection):
     def __init__(self, credentials: Any, *, lifecycle: TokenLifecycle,
                  authority_host: str = DEFAULT_AUTHORITY_HOST,
                  graph_resource: str = DEFAULT_GRAPH_URL + "/",
-                 retry_budget: float = DEFAULT_BUDGET, **kwargs: Any) -> None:
+                 retry_budget: float = DEFAULT_BUDGET, cae: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(credentials, token_backend=lifecycle.store, **kwargs)
         #: The token's lifecycle: it decides when to renew, and asks :meth:`new_token`.
         self.lifecycle = lifecycle
         lifecycle.refresh = self.new_token
+        #: Declare continuous access evaluation to Microsoft (msal's client capability
+        #: "CP1"): day-long access tokens, which Graph may then refuse with a claims
+        #: challenge the moment a session is revoked (``MS365_CAE=0`` turns it off).
+        self.client_capabilities = ["CP1"] if cae else None
         self.authority_host = authority_host.rstrip("/")
         self.graph_resource = graph_resource
         self._msal_authority = f"{self.authority_host}/{self.tenant_id}"
@@ -292,6 +298,7 @@ class PluginConnection(Connection):
             "client_id": self.auth[0],
             "authority": self._msal_authority,
             "token_cache": self.token_backend,
+            "client_capabilities": self.client_capabilities,
             # msal validates only Microsoft's own hosts; any other is taken as given
             "instance_discovery": None if self.authority_host == DEFAULT_AUTHORITY_HOST
             else False,
@@ -379,9 +386,11 @@ class PluginConnection(Connection):
         except requests.HTTPError as exc:
             if _status(exc) != 401:
                 raise
-            # Graph refused an access token that is valid by its expiry (a revoked session,
-            # a signing key rolled over): renew it for all bots, and ask once more
-            self.lifecycle.refused_by_graph(_graph_error(exc))
+            # Graph refused an access token that is valid by its expiry: a claims challenge
+            # (continuous access evaluation: a session revoked, a password changed, a
+            # location policy), or a plain 401 (a signing key rolled over): renew it for
+            # all bots, with the challenge's claims, and ask once more
+            self.lifecycle.refused_by_graph(_graph_error(exc), claims_challenge(exc))
             self.update_session_auth_header()
         try:
             return self._graph(url, method, **kwargs)
@@ -431,10 +440,11 @@ class PluginConnection(Connection):
             self.update_session_auth_header()
         return True
 
-    def new_token(self, retried: bool = False) -> None:
+    def new_token(self, claims: str | None = None, *, retried: bool = False) -> None:
         """Ask Microsoft for a new token (a refresh, or an app-only token); msal puts it
-        in the store's memory. Microsoft's refusal is the plugin's exception, saying what
-        it means and what to do (:func:`.errors.explain`)."""
+        in the store's memory. ``claims``: a claims challenge Graph sent (continuous
+        access evaluation), which the request must satisfy. Microsoft's refusal is the
+        plugin's exception, saying what it means and what to do (:func:`.errors.explain`)."""
         log.debug("Refreshing the access token")
         if self.session is None:
             self.session = self.get_session(load_token=True)
@@ -456,7 +466,8 @@ class PluginConnection(Connection):
                 if not accounts:
                     return None
                 return client.acquire_token_silent_with_error(
-                    scopes=scopes, account=accounts[0], force_refresh=True)
+                    scopes=scopes, account=accounts[0], force_refresh=True,
+                    claims_challenge=claims)
 
             result = self._call(doing, silent)
             if result is None:
@@ -466,7 +477,7 @@ class PluginConnection(Connection):
         if (result and result.get("error") == "invalid_client" and not retried
                 and self.new_secret is not None and self.new_secret()):
             log.info("Refreshing again with the client secret now in the credential")
-            return self.new_token(retried=True)
+            return self.new_token(claims, retried=True)
         if not result or "access_token" not in result:
             raise explain(result or {}, doing)
         self.update_session_auth_header(access_token=result["access_token"])
@@ -513,6 +524,29 @@ class PluginConnection(Connection):
         return result
 
 
+_CHALLENGE = re.compile(r'error="insufficient_claims"')
+_CLAIMS = re.compile(r'claims="([A-Za-z0-9+/=_-]+)"')
+
+
+def claims_challenge(exc: requests.HTTPError) -> str | None:
+    """The claims of Graph's ``WWW-Authenticate: Bearer ... error="insufficient_claims",
+    claims="<base64>"`` (continuous access evaluation), as the JSON text msal takes as its
+    ``claims_challenge``; None for a 401 without one."""
+    header = exc.response.headers.get("WWW-Authenticate", "") if exc.response is not None \
+        else ""
+    found = _CLAIMS.search(header) if _CHALLENGE.search(header) else None
+    if found is None:
+        return None
+    text = found.group(1)
+    try:
+        decoded = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_")
+                                           + "=" * (-len(text) % 4)).decode("utf-8")
+        json.loads(decoded)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded
+
+
 def _status(exc: requests.HTTPError) -> int | None:
     return exc.response.status_code if exc.response is not None else None
 
@@ -538,7 +572,7 @@ def build_account(
     client_id: str, client_credential: str | dict[str, str], *, tenant_id: str,
     lifecycle: TokenLifecycle,
     authority_host: str, graph_url: str, timeout: float, retry_budget: float,
-    app_only: bool = False,
+    app_only: bool = False, cae: bool = True,
 ) -> PluginAccount:
     """The O365 account on ``lifecycle``'s store; its connection becomes the lifecycle's
     way to ask Microsoft for a token."""
@@ -553,6 +587,7 @@ def build_account(
         auth_flow_type="credentials" if app_only else "authorization",
         timeout=timeout,
         retry_budget=retry_budget,
+        cae=cae,
     )
 
 

@@ -98,7 +98,7 @@ from .errors import (
     StoreUnavailable,
     TokenFormatError,
 )
-from .persistence import CLAIM, RELEASE, Fallback, Note
+from .persistence import CLAIM, REFUSED, RELEASE, Fallback, Note
 from .renewal import (
     CLAIM_SECONDS,
     LONGEST_CLAIM,
@@ -144,7 +144,7 @@ class TokenLifecycle:
                  coordinate: bool = True, retry_budget: float = 60.0,
                  alert: Callable[[AuthorizationError], None] | None = None,
                  clock: Clock = CLOCK, sleep: Callable[[float], None] = time.sleep,
-                 refresh: Callable[[], None] = _no_refresh) -> None:
+                 refresh: Callable[..., None] = _no_refresh) -> None:
         self.store = store
         self.fallback = fallback
         self.coordinate = coordinate and store.shared
@@ -309,18 +309,23 @@ class TokenLifecycle:
                 f"The token in {store.location} has expired and has no refresh token.")
         self.renew()
 
-    def refused_by_graph(self, why: str) -> None:
+    def refused_by_graph(self, why: str, claims: str | None = None) -> None:
         """Graph answered 401 to the access token held, which is valid by its expiry (a
-        revoked session, a signing key rolled over; ``why``: Graph's code and message). It
-        is renewed as an expired one is: another bot's newer token when one was stored,
-        else one refresh for every bot that met the same refusal (rule 4)."""
+        revoked session, a changed password, a location policy with ``claims``, Graph's
+        continuous access evaluation challenge; a signing key rolled over without; ``why``:
+        Graph's code and message). It is renewed as an expired one is: another bot's newer
+        token when one was stored, else one refresh for every bot that met the same
+        refusal (rule 4), which carries ``claims``. When Microsoft then wants a person,
+        :class:`AuthorizationRequired` says why (and the other bots find that in the
+        store: a *refused* note, and do not each ask again)."""
         with self._lock:
             held = self._held()
-            if held is not None and held.get("secret") != self._refused_access:
-                log.warning("Microsoft Graph refused the access token before its expiry (%s); "
-                            "renewing it", why)
-                self._refused_access = held.get("secret")
-                self.renew(refused=True)
+            if held is None or held.get("secret") == self._refused_access:
+                return
+            log.warning("Microsoft Graph refused the access token before its expiry (%s%s); "
+                        "renewing it", why, ", a claims challenge" if claims else "")
+            self._refused_access = held.get("secret")
+            self.renew(refused=True, claims=claims)
 
     def refused_again(self, why: str) -> AuthorizationRequired:
         """Graph refused the renewed access token too: the account cannot be used without a
@@ -346,17 +351,18 @@ class TokenLifecycle:
             self.fallback.discard()
 
     # -- renewing ------------------------------------------------------------------------
-    def renew(self, *, refused: bool = False) -> bool:
+    def renew(self, *, refused: bool = False, claims: str | None = None) -> bool:
         """Get a usable access token: another bot's through the store, or a refreshed one
         (rules 2-5), one thread of this bot at a time: True when this bot refreshed
-        (``refused``: Graph refused the one held, which counts as expired). When Azure AD
+        (``refused``: Graph refused the one held, which counts as expired; ``claims``: the
+        claims challenge the refresh must satisfy). When Azure AD
         detects a request loop (AADSTS50196: throttling, the token is fine), wait and look
         again, within the retry budget: another bot has often renewed meanwhile."""
         with self._lock:
             deadline = time.monotonic() + self.retry_budget
             for wait in (*LOOP_BACKOFF, None):
                 try:
-                    refreshed = self._renew_once(refused)
+                    refreshed = self._renew_once(refused, claims)
                     break
                 except ServiceUnavailable as exc:
                     if exc.code != "AADSTS50196" or wait is None or (
@@ -368,18 +374,19 @@ class TokenLifecycle:
             self.rejected = None
             return refreshed
 
-    def refresh_now(self) -> bool:
-        """Refresh now, then write the new token over a read made after the refresh (rule
-        5); what happened to it is in :attr:`outcome`."""
+    def refresh_now(self, claims: str | None = None) -> bool:
+        """Refresh now (satisfying ``claims``, a claims challenge, when given), then write
+        the new token over a read made after the refresh (rule 5); what happened to it is
+        in :attr:`outcome`."""
         with self._lock:
-            self._refresh()
+            self._refresh(claims)
             self.schedule.leading = True
             self.outcome = self._save()
             if self.outcome == "newer kept":
                 self.schedule.leading = False
             return True
 
-    def _refresh(self) -> None:
+    def _refresh(self, claims: str | None = None) -> None:
         """``refresh()``, with what a refusal means for this bot and its operator."""
         if self.secret_unknown and self.store.client_type != "public":
             raise StoreUnavailable(
@@ -387,7 +394,10 @@ class TokenLifecycle:
                 "was unreachable when the bot started. Run the bot again once Maestro is "
                 "back.")
         try:
-            self.refresh()
+            if claims is None:
+                self.refresh()
+            else:
+                self.refresh(claims)
         except AuthorizationError as exc:
             if isinstance(exc, AuthorizationRequired):
                 self.rejected = exc
@@ -417,26 +427,26 @@ class TokenLifecycle:
                         "in this bot's memory only")
         return "kept on this machine" if kept else "in memory only"
 
-    def _renew_once(self, refused: bool = False) -> bool:
+    def _renew_once(self, refused: bool = False, claims: str | None = None) -> bool:
         store = self.store
         if not self.coordinate:
-            return self.refresh_now()
+            return self.refresh_now(claims)
         expired = refused or usable_for(store.cache_snapshot(), self.clock.now()) <= 0
         if self.schedule.leading and not expired:
-            return self.refresh_now()  # rule 2: the leader does not look
+            return self.refresh_now(claims)  # rule 2: the leader does not look
         stored = self._read(max_age=LOOK_AGE if expired else 0.0)
         if stored is _FAILED:
             log.warning("Cannot read %s before refreshing; refreshing without looking",
                         store.location)
-            return self.refresh_now()
+            return self.refresh_now(claims)
         if isinstance(stored, dict):
             if self._adopt_if_newer(stored):
                 return False
             if expired:
-                return self._renew_expired(stored)
+                return self._renew_expired(stored, claims)
         # not due for another, or nothing (readable) stored: refresh; the write after it
         # reads the store again and declines a removed or unreadable value
-        return self.refresh_now()
+        return self.refresh_now(claims)
 
     def _adopt_if_newer(self, stored: dict[str, Any]) -> bool:
         """Take ``stored`` when another bot saved it after the token held and it is not
@@ -454,41 +464,53 @@ class TokenLifecycle:
         log.info("Another bot renewed the token; using it from %s", self.store.location)
         return True
 
-    def _renew_expired(self, stored: dict[str, Any]) -> bool:
+    def _renew_expired(self, stored: dict[str, Any], claims: str | None = None) -> bool:
         """Rule 4: claim the expired token (a note: it rewrites nothing); the first live
         claim in the store's order renews, the others wait for its token, or for it to give
-        up (a release note) or lapse, when the next claim in order renews."""
+        up (a release note) or lapse, when the next claim in order renews. When Microsoft
+        refused the claimer's renewal for want of a person (a refused note), the others
+        stop too, without asking again."""
         start = generation(stored)
         began = self.clock.now()
         try:
             self.store.add_note(Note(CLAIM, start, self.me, began + self.claim_seconds))
         except StoreError:
-            return self.refresh_now()
+            return self.refresh_now(claims)
         deadline = began + 2 * self.claim_seconds + POLL
         while True:
             read = self._read(max_age=0.0)
             if not isinstance(read, dict):
-                return self.refresh_now()  # no readable token any more: for itself only
+                return self.refresh_now(claims)  # no readable token any more: for itself
             if self._adopt_if_newer(read):
                 return False
             now = self.clock.now()
             notes = [n for n in self.store.notes() if n.generation == start]
+            if any(n.kind == REFUSED for n in notes):
+                self.rejected = AuthorizationRequired(
+                    f"Microsoft refused another bot's renewal of the token in "
+                    f"{self.store.location} for want of a person (the operator was alerted "
+                    "by that bot). A person must sign in again: botcity-ms365 login.")
+                raise self.rejected
             gave_up = {n.by for n in notes if n.kind == RELEASE}
-            claims = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]
-            if not any(n.by == self.me for n in claims) and now - began < SEE_OWN_CLAIM:
+            claimed = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]
+            if not any(n.by == self.me for n in claimed) and now - began < SEE_OWN_CLAIM:
                 self.sleep(POLL)  # the store shows this bot's claim a moment later
                 continue
-            first = next((n for n in claims if n.by == self.me
+            first = next((n for n in claimed if n.by == self.me
                           or now < n.at <= now + LONGEST_CLAIM), None)
             if first is None or first.by == self.me or now >= deadline:
-                return self._renew_claimed(start)
+                return self._renew_claimed(start, claims)
             self.sleep(POLL)
 
-    def _renew_claimed(self, start: int) -> bool:
+    def _renew_claimed(self, start: int, claims: str | None = None) -> bool:
         """Refresh for the others; when that fails, or its token cannot be stored, say so
-        (a release note), so that the next claim in order goes on at once."""
+        (a release note), so that the next claim in order goes on at once; when Microsoft
+        wants a person, say that (a refused note), so that nobody asks again."""
         try:
-            refreshed = self.refresh_now()
+            refreshed = self.refresh_now(claims)
+        except AuthorizationRequired:
+            self._release(start, REFUSED)
+            raise
         except Exception:
             self._release(start)
             raise
@@ -496,9 +518,9 @@ class TokenLifecycle:
             self._release(start)
         return refreshed
 
-    def _release(self, start: int) -> None:
+    def _release(self, start: int, kind: str = RELEASE) -> None:
         try:
-            self.store.add_note(Note(RELEASE, start, self.me, self.clock.now()))
+            self.store.add_note(Note(kind, start, self.me, self.clock.now()))
         except StoreError as exc:  # the claim lapses instead
             log.debug("Could not give up the claim on %s: %s", self.store.location, exc)
 

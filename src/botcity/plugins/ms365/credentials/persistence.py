@@ -45,9 +45,9 @@ ORPHAN_SECONDS = 60.0
 
 
 #: The kinds of note: a bot renews generation ``generation`` for the others until ``at``;
-#: it gave that up.
-CLAIM, RELEASE = "claim", "release"
-_NOTE = re.compile(r"\.(claim|release)\.(\d{1,15})\.([0-9a-f]{1,32})")
+#: it gave that up; Microsoft refused its renewal for want of a person.
+CLAIM, RELEASE, REFUSED = "claim", "release", "refused"
+_NOTE = re.compile(r"\.(claim|release|refused)\.(\d{1,15})\.([0-9a-f]{1,32})")
 
 
 class Note(NamedTuple):

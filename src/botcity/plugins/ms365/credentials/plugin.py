@@ -160,6 +160,7 @@ class MS365CredentialsPlugin:
                                 "graph_url", allow_local_http=True),
             timeout=settings.http_timeout,
             retry_budget=settings.retry_seconds,
+            cae=settings.cae,
         )
         if self._vault is not None and credential_label and self._app.source.startswith(
                 "Maestro"):

@@ -48,13 +48,24 @@ LOOK_AGE = 2.0
 
 
 def window(entry: dict[str, Any]) -> tuple[float, float]:
-    """When the refresh window of access token ``entry`` begins and ends (epoch seconds)."""
+    """When the refresh window of access token ``entry`` begins and ends (epoch seconds).
+    A token Microsoft says to refresh earlier (``refresh_on``, from its ``refresh_in``:
+    a continuous access evaluation token lives up to 28 hours and is to be refreshed after
+    about half of it) has its window open there instead, as long as the rest of its life
+    would be (at most :data:`SPREAD_MAX`)."""
     try:
         expires_on = float(entry["expires_on"])
         life = expires_on - float(entry["cached_at"])
     except (KeyError, TypeError, ValueError):
         return 0.0, 0.0
     end = expires_on - margin(entry)
+    try:
+        refresh_on = float(entry["refresh_on"])
+    except (KeyError, TypeError, ValueError):
+        refresh_on = end
+    if float(entry["cached_at"]) < refresh_on < end:
+        return refresh_on, min(end, refresh_on + min(SPREAD_MAX, (end - refresh_on)
+                                                     * SPREAD_SHARE))
     return end - min(SPREAD_MAX, max(0.0, life * SPREAD_SHARE)), end
 
 

@@ -27,6 +27,7 @@ ENV_CONSENT_TIMEOUT = "MS365_CONSENT_TIMEOUT"
 ENV_RETRY_SECONDS = "MS365_RETRY_SECONDS"
 ENV_HTTP_TIMEOUT = "MS365_HTTP_TIMEOUT"
 ENV_COORDINATE = "MS365_COORDINATE_REFRESH"
+ENV_CAE = "MS365_CAE"
 ENV_FALLBACK_DIR = "MS365_FALLBACK_DIR"
 #: ``botcity-ms365``'s Maestro connection (a bot gets its own from the Runner).
 ENV_BOTCITY_SERVER = "BOTCITY_SERVER"
@@ -112,6 +113,8 @@ class Settings(NamedTuple):
     retry_seconds: float = 60.0
     http_timeout: float = 60.0
     coordinate: bool = True
+    #: ``MS365_CAE``: declare continuous access evaluation (msal's client capability CP1)
+    cae: bool = True
     authority_host: str | None = None
     graph_url: str | None = None
     #: ``MS365_CONSENT``: the consent way when none is passed ("" : chosen by context)
@@ -132,6 +135,7 @@ class Settings(NamedTuple):
             retry_seconds=seconds(environ, ENV_RETRY_SECONDS, 60.0, 0, 3600),
             http_timeout=seconds(environ, ENV_HTTP_TIMEOUT, 60.0, 1, 3600),
             coordinate=environ.get(ENV_COORDINATE, "").strip() != "0",
+            cae=environ.get(ENV_CAE, "").strip() != "0",
             authority_host=text(ENV_AUTHORITY_HOST),
             graph_url=text(ENV_GRAPH_URL),
             consent=environ.get(ENV_CONSENT, "").strip(),

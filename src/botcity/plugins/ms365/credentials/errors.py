@@ -128,6 +128,10 @@ AADSTS: dict[str, Known] = {
                          _PORTAL + "Authentication > Web: add "
                          "https://login.microsoftonline.com/common/oauth2/nativeclient "
                          "(console sign-in) and http://localhost (browser sign-in)."),
+    "AADSTS50057": Known("the user account is disabled",
+                         "An administrator must enable it (Entra admin center > Users > the "
+                         "account > Account status), then a person signs in again: "
+                         "botcity-ms365 login.", "sign_in"),
     "AADSTS50076": Known("conditional access requires multi-factor authentication for this "
                          "sign-in", _CONDITIONAL + "Then sign in once more with "
                          "botcity-ms365 login (with MFA).", "sign_in"),

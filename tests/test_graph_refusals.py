@@ -94,3 +94,32 @@ def test_eight_bots_meeting_the_same_401_make_at_most_two_grants(sandbox, maestr
 
     assert not errors and not any(t.is_alive() for t in threads)
     assert 1 <= len(sandbox.token_requests("refresh_token")) <= 2
+
+
+def test_the_account_used_before_any_token_is_stored_says_what_to_do(sandbox):
+    """O365 raises a bare RuntimeError ("No auth token found") for a request without a
+    token; the plugin's error says to authenticate first."""
+    plugin = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret)
+    with pytest.raises(AuthorizationRequired) as caught:
+        plugin.ms365_account.get_current_user_data()
+    assert "authenticate()" in str(caught.value) and "botcity-ms365 login" in str(caught.value)
+    assert sandbox.requests("graph") == [], "nothing was sent without a token"
+
+
+def test_a_401_about_something_else_than_the_token_is_not_taken_for_a_refused_token(
+        sandbox, maestro):
+    """Only a 401 that refuses the access token (InvalidAuthenticationToken, or a
+    WWW-Authenticate challenge) renews it; any other is that call's error, as O365 raises
+    it, and the account goes on working."""
+    import requests
+
+    plugin = authorized(sandbox, maestro)
+    sandbox.graph.fail_next(401, path_contains="/me", body={
+        "error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
+    sandbox.requests.clear()
+
+    with pytest.raises(requests.HTTPError):
+        plugin.ms365_account.get_current_user_data()
+    assert sandbox.token_requests() == [], "no renewal for it"
+    assert plugin.ms365_account.get_current_user_data().user_principal_name
+    assert plugin.is_authenticated

@@ -53,6 +53,9 @@ def test_a_020_bot_on_a_runner_ends_with_the_unattended_error_and_one_alert(sand
     (["bot.py", "http://127.0.0.1:8080/", "17", "tok"], True),
     # a bot's own arguments are not a Runner's
     (["bot.py", "--verbose", "a", "b"], False),
+    # a bot of its own arguments, a URL first: not a Runner (the task id is not a number)
+    (["bot.py", "https://intranet/report.csv", "out.xlsx", "s3cr3t"], False),
+    (["bot.py", "https://intranet/?q=report", "17", "s3cr3t"], False),
     (["bot.py", "https://developers.botcity.dev", "17"], False),
     (["bot.py"], False),
     ([], False),
@@ -75,3 +78,24 @@ def test_the_console_prompt_waits_at_most_the_consent_timeout():
         stdin.close()
     assert "No one answered the consent prompt within 0.3 s" in str(caught.value)
     assert "botcity-ms365 login" in str(caught.value)
+
+
+def test_a_line_that_comes_after_a_timed_out_prompt_goes_to_the_next_prompt():
+    """The read of a prompt that timed out stays pending; the next prompt takes its line
+    instead of a second reader competing for it."""
+    from botcity.plugins.ms365.credentials import AuthorizationError
+
+    read_end, write_end = os.pipe()
+    stdin = os.fdopen(read_end, "r")
+    try:
+        with pytest.raises(AuthorizationRequired):
+            console_consent("https://login.example/authorize", "https://r.example/", "s",
+                            stdin=stdin, stdout=io.StringIO(), timeout=0.2)
+        os.write(write_end, b"https://r.example/?error=access_denied&state=s\n")
+        with pytest.raises(AuthorizationError) as caught:  # the line reached this prompt
+            console_consent("https://login.example/authorize", "https://r.example/", "s",
+                            stdin=stdin, stdout=io.StringIO(), timeout=5)
+        assert caught.value.error == "access_denied"
+    finally:
+        os.close(write_end)
+        stdin.close()

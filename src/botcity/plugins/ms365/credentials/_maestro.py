@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -106,8 +107,12 @@ def started_by_runner(argv: Sequence[str]) -> bool:
     <token> [<organization>]`` (what ``BotMaestroSDK.from_sys_args`` takes), with the
     server an ``http(s)://`` address. True even when the bot never hands the plugin its
     Maestro connection (code written for 0.2.0): nobody is at a Runner to consent."""
-    return len(argv) >= 4 and str(argv[1]).startswith(("https://", "http://")) and bool(
-        str(argv[2]).strip())
+    if len(argv) < 4:
+        return False
+    server, task = urlsplit(str(argv[1])), str(argv[2])
+    return (server.scheme in ("https", "http") and bool(server.hostname)
+            and not server.query and not server.fragment
+            and task.isascii() and task.isdigit())  # Maestro's task ids are numbers
 
 
 def runner_sdk(argv: Sequence[str]) -> Any:
@@ -254,8 +259,8 @@ class MaestroVault:
             dict(item) for item in data["secrets"]
             if isinstance(item, dict) and item.get("key") is not None
         ]
+        self._read_at[label] = time.monotonic()  # first: a reader checks _sets, then this
         self._sets[label] = secrets
-        self._read_at[label] = time.monotonic()
         if secrets is not None:
             values = self._values(secrets)
             for callback in self._watchers.get(label, []):

@@ -380,30 +380,49 @@ class PluginConnection(Connection):
         if self.session is None:
             self.session = self.get_session(load_token=True)
         if self.lifecycle.before_request():
-            self.update_session_auth_header()
+            self._apply()
         try:
             return self._graph(url, method, **kwargs)
         except requests.HTTPError as exc:
-            if _status(exc) != 401:
+            if not _token_refused(exc):
                 raise
             # Graph refused an access token that is valid by its expiry: a claims challenge
             # (continuous access evaluation: a session revoked, a password changed, a
             # location policy), or a plain 401 (a signing key rolled over): renew it for
             # all bots, with the challenge's claims, and ask once more
-            self.lifecycle.refused_by_graph(_graph_error(exc), claims_challenge(exc))
-            self.update_session_auth_header()
+            self.lifecycle.refused_by_graph(_graph_error(exc), claims_challenge(exc),
+                                            sent=_sent_token(exc))
+            self._apply()
         try:
             return self._graph(url, method, **kwargs)
         except requests.HTTPError as exc:
-            if _status(exc) != 401:
+            if not _token_refused(exc):
                 raise
             raise self.lifecycle.refused_again(_graph_error(exc)) from None
+
+    def _no_token(self) -> AuthorizationRequired:
+        return AuthorizationRequired(
+            f"No usable token is held for {self.token_backend.location}: call "
+            "authenticate() before using the account, or have a person sign in "
+            "(botcity-ms365 login).")
+
+    def _apply(self) -> None:
+        """Put the access token held on the session (O365's ``RuntimeError`` when there is
+        none becomes the plugin's error)."""
+        try:
+            self.update_session_auth_header()
+        except RuntimeError:
+            raise self._no_token() from None
 
     def _graph(self, url: str, method: str, **kwargs: Any) -> Any:
         """One Graph request as O365 makes it (O365 renews after a 401 only when its own
         clock says the access token expired: :meth:`_try_refresh_token`)."""
         try:
             response = super().oauth_request(url, method, **kwargs)
+        except RuntimeError as exc:
+            if "auth token" not in str(exc):  # O365: "No auth token found..."
+                raise
+            raise self._no_token() from None
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise ServiceUnavailable(
                 f"Microsoft Graph did not answer {method.upper()} {urlsplit(url).path} "
@@ -549,6 +568,24 @@ def claims_challenge(exc: requests.HTTPError) -> str | None:
 
 def _status(exc: requests.HTTPError) -> int | None:
     return exc.response.status_code if exc.response is not None else None
+
+
+def _token_refused(exc: requests.HTTPError) -> bool:
+    """Whether Graph's 401 refuses the access token itself (``InvalidAuthenticationToken``,
+    or a ``WWW-Authenticate`` challenge), not something else of the request."""
+    if _status(exc) != 401:
+        return False
+    header = exc.response.headers.get("WWW-Authenticate", "") if exc.response is not None \
+        else ""
+    return ('error="insufficient_claims"' in header or 'error="invalid_token"' in header
+            or _graph_error(exc).startswith("InvalidAuthenticationToken"))
+
+
+def _sent_token(exc: requests.HTTPError) -> str | None:
+    """The access token the refused request carried (never logged)."""
+    request = exc.response.request if exc.response is not None else None
+    header = str(request.headers.get("Authorization", "")) if request is not None else ""
+    return header[len("Bearer "):] if header.startswith("Bearer ") else None
 
 
 def _graph_error(exc: requests.HTTPError) -> str:

@@ -145,24 +145,35 @@ def parse_redirect(text: str, redirect_uri: str, state: str) -> dict[str, str]:
     return query
 
 
+#: A read of stdin still waiting for a line (one per stream): a later prompt waits for the
+#: same line instead of starting a second reader that would compete for it.
+_PENDING: dict[int, queue.Queue[str | BaseException]] = {}
+_PENDING_LOCK = threading.Lock()
+
+
 def _read_line(stdin: TextIO, timeout: float) -> str | None:
     """A line of ``stdin`` (``""`` at its end), or None when none came within ``timeout``
     seconds. The read runs in a daemon thread: a pipe nobody writes to (a scheduler, a
     service) cannot keep the bot waiting, and a thread still blocked on it ends with the
-    process."""
-    lines: queue.Queue[str | BaseException] = queue.Queue(maxsize=1)
+    process. A read that timed out stays pending, and the next prompt takes its line."""
+    with _PENDING_LOCK:
+        lines = _PENDING.get(id(stdin))
+        if lines is None:
+            lines = _PENDING[id(stdin)] = queue.Queue(maxsize=1)
 
-    def read() -> None:
-        try:
-            lines.put(stdin.readline())
-        except (OSError, ValueError) as exc:  # closed meanwhile
-            lines.put(exc)
+            def read(into: queue.Queue[str | BaseException] = lines) -> None:
+                try:
+                    into.put(stdin.readline())
+                except (OSError, ValueError) as exc:  # closed meanwhile
+                    into.put(exc)
 
-    threading.Thread(target=read, name="ms365-console", daemon=True).start()
+            threading.Thread(target=read, name="ms365-console", daemon=True).start()
     try:
         got = lines.get(timeout=max(0.0, timeout))
     except queue.Empty:
         return None
+    with _PENDING_LOCK:
+        _PENDING.pop(id(stdin), None)
     return "" if isinstance(got, BaseException) else got
 
 

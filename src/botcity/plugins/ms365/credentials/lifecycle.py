@@ -144,6 +144,7 @@ class TokenLifecycle:
                  coordinate: bool = True, retry_budget: float = 60.0,
                  alert: Callable[[AuthorizationError], None] | None = None,
                  clock: Clock = CLOCK, sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
                  refresh: Callable[..., None] = _no_refresh) -> None:
         self.store = store
         self.fallback = fallback
@@ -152,6 +153,7 @@ class TokenLifecycle:
         self.alert = alert
         self.clock = clock
         self.sleep = sleep
+        self.monotonic = monotonic
         self.refresh = refresh
         self.schedule = Schedule(clock=clock)
         #: How long this bot's claims on an expired token hold.
@@ -172,6 +174,11 @@ class TokenLifecycle:
         self._warned = False
         #: The access token Graph refused before its expiry (its secret; never logged).
         self._refused_access: str | None = None
+        #: While renewing a token Graph refused: a stored token issued before this (epoch
+        #: seconds) is not taken.
+        self._fresh_after: float | None = None
+        #: How many claims this process made (each claim has a name of its own).
+        self._claims = 0
 
     # -- at start ------------------------------------------------------------------------
     def load(self) -> bool:
@@ -226,6 +233,11 @@ class TokenLifecycle:
             self.fallback.discard()
             return stored
         try:
+            fresh = self.store.read_stored(max_age=0.0)  # right before the write
+            if fresh is not None and (identity(local) != identity(fresh) or (
+                    generation(local) <= generation(fresh))):
+                self.fallback.discard()
+                return fresh
             self.store.put(local)
         except StoreError as exc:
             log.warning("The token kept on this machine while Maestro was unreachable could "
@@ -246,6 +258,8 @@ class TokenLifecycle:
         if self.rejected is not None:  # no refresh can work: use what is left of the token
             if self._access_token_works():
                 return False
+            if self._signed_in_elsewhere():
+                return True
             raise self.rejected
         if not self.due():
             return False
@@ -309,23 +323,32 @@ class TokenLifecycle:
                 f"The token in {store.location} has expired and has no refresh token.")
         self.renew()
 
-    def refused_by_graph(self, why: str, claims: str | None = None) -> None:
+    def refused_by_graph(self, why: str, claims: str | None = None,
+                         sent: str | None = None) -> None:
         """Graph answered 401 to the access token held, which is valid by its expiry (a
         revoked session, a changed password, a location policy with ``claims``, Graph's
         continuous access evaluation challenge; a signing key rolled over without; ``why``:
         Graph's code and message). It is renewed as an expired one is: another bot's newer
         token when one was stored, else one refresh for every bot that met the same
-        refusal (rule 4), which carries ``claims``. When Microsoft then wants a person,
+        refusal (rule 4), which carries ``claims``; a token issued before the refusal is
+        not taken from the store. ``sent``: the access token the refused request carried
+        (when another thread renewed it meanwhile, nothing is done: the request is just
+        repeated). When Microsoft then wants a person,
         :class:`AuthorizationRequired` says why (and the other bots find that in the
         store: a *refused* note, and do not each ask again)."""
         with self._lock:
             held = self._held()
-            if held is None or held.get("secret") == self._refused_access:
+            if held is None or held.get("secret") == self._refused_access or (
+                    sent is not None and held.get("secret") != sent):
                 return
             log.warning("Microsoft Graph refused the access token before its expiry (%s%s); "
                         "renewing it", why, ", a claims challenge" if claims else "")
             self._refused_access = held.get("secret")
-            self.renew(refused=True, claims=claims)
+            self._fresh_after = self.clock.now() - 1
+            try:
+                self.renew(refused=True, claims=claims)
+            finally:
+                self._fresh_after = None
 
     def refused_again(self, why: str) -> AuthorizationRequired:
         """Graph refused the renewed access token too: the account cannot be used without a
@@ -341,6 +364,21 @@ class TokenLifecycle:
         if self.alert is not None:
             self.alert(error)
         return error
+
+    def _signed_in_elsewhere(self) -> bool:
+        """While refused: whether a person signed in again meanwhile (a newer token in the
+        store, read at most once a minute); it is taken, and the refusal ends."""
+        read = self._read(max_age=60.0)
+        if not isinstance(read, dict) or not self.store.saved_since(read):
+            return False
+        self.store.adopt(read)
+        if not self._access_token_works():
+            return False
+        log.info("A new token is in %s (a person signed in again); using it",
+                 self.store.location)
+        self.rejected = None
+        self._refused_access = None
+        return True
 
     def signed_in(self) -> None:
         """A person signed in: the new token replaced the stored one; nothing is refused
@@ -455,10 +493,13 @@ class TokenLifecycle:
             return False
         self.schedule.leading = False
         newest = newest_access_token(stored)
+        fresh_after = self._fresh_after
         if newest is None or usable_for(stored, self.clock.now()) <= 0 or (
-                self.schedule.due(newest)):
-            # newer but already due: this bot refreshes, superseding it
-            self.store.generation = generation(stored)
+                self.schedule.due(newest)) or (
+                fresh_after is not None and float(newest.get("cached_at", 0)) < fresh_after):
+            # newer but already due (or issued before Graph refused ours): this bot
+            # refreshes, from that token (its refresh token may be a newer consent's)
+            self.store.adopt(stored)
             return False
         self.store.adopt(stored)
         log.info("Another bot renewed the token; using it from %s", self.store.location)
@@ -471,9 +512,11 @@ class TokenLifecycle:
         refused the claimer's renewal for want of a person (a refused note), the others
         stop too, without asking again."""
         start = generation(stored)
-        began = self.clock.now()
+        self._claims += 1
+        me = f"{self.me}{self._claims:x}"  # a name of its own: an earlier release is not it
+        began = self.monotonic()
         try:
-            self.store.add_note(Note(CLAIM, start, self.me, began + self.claim_seconds))
+            self.store.add_note(Note(CLAIM, start, me, self.clock.now() + self.claim_seconds))
         except StoreError:
             return self.refresh_now(claims)
         deadline = began + 2 * self.claim_seconds + POLL
@@ -483,7 +526,7 @@ class TokenLifecycle:
                 return self.refresh_now(claims)  # no readable token any more: for itself
             if self._adopt_if_newer(read):
                 return False
-            now = self.clock.now()
+            now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
             if any(n.kind == REFUSED for n in notes):
                 self.rejected = AuthorizationRequired(
@@ -493,34 +536,35 @@ class TokenLifecycle:
                 raise self.rejected
             gave_up = {n.by for n in notes if n.kind == RELEASE}
             claimed = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]
-            if not any(n.by == self.me for n in claimed) and now - began < SEE_OWN_CLAIM:
+            if not any(n.by == me for n in claimed) and waited < SEE_OWN_CLAIM:
                 self.sleep(POLL)  # the store shows this bot's claim a moment later
                 continue
-            first = next((n for n in claimed if n.by == self.me
+            first = next((n for n in claimed if n.by == me
                           or now < n.at <= now + LONGEST_CLAIM), None)
-            if first is None or first.by == self.me or now >= deadline:
-                return self._renew_claimed(start, claims)
+            if first is None or first.by == me or began + waited >= deadline:
+                return self._renew_claimed(start, me, claims)
             self.sleep(POLL)
 
-    def _renew_claimed(self, start: int, claims: str | None = None) -> bool:
+    def _renew_claimed(self, start: int, me: str, claims: str | None = None) -> bool:
         """Refresh for the others; when that fails, or its token cannot be stored, say so
         (a release note), so that the next claim in order goes on at once; when Microsoft
         wants a person, say that (a refused note), so that nobody asks again."""
         try:
             refreshed = self.refresh_now(claims)
-        except AuthorizationRequired:
-            self._release(start, REFUSED)
+        except AuthorizationRequired as exc:
+            # Microsoft's answer (not a reason of this bot's own) stops the others too
+            self._release(start, me, REFUSED if exc.error else RELEASE)
             raise
         except Exception:
-            self._release(start)
+            self._release(start, me)
             raise
         if self.outcome not in ("saved", "newer kept"):
-            self._release(start)
+            self._release(start, me)
         return refreshed
 
-    def _release(self, start: int, kind: str = RELEASE) -> None:
+    def _release(self, start: int, me: str, kind: str = RELEASE) -> None:
         try:
-            self.store.add_note(Note(kind, start, self.me, self.clock.now()))
+            self.store.add_note(Note(kind, start, me, self.clock.now()))
         except StoreError as exc:  # the claim lapses instead
             log.debug("Could not give up the claim on %s: %s", self.store.location, exc)
 

@@ -54,6 +54,11 @@ class MaestroConnection(NamedTuple):
             ENV_BOTCITY_SERVER, ENV_BOTCITY_LOGIN, ENV_BOTCITY_KEY)))
 
 
+def _on(value: str) -> bool:
+    """A switch: on unless ``0``, ``false``, ``no`` or ``off`` (any case)."""
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
 def seconds(environ: Mapping[str, str], name: str, default: float, low: float,
             high: float) -> float:
     """``name`` as seconds from ``low`` to ``high`` (``default`` when unset), or a
@@ -134,8 +139,8 @@ class Settings(NamedTuple):
             consent_timeout=seconds(environ, ENV_CONSENT_TIMEOUT, 300.0, 1, 86400),
             retry_seconds=seconds(environ, ENV_RETRY_SECONDS, 60.0, 0, 3600),
             http_timeout=seconds(environ, ENV_HTTP_TIMEOUT, 60.0, 1, 3600),
-            coordinate=environ.get(ENV_COORDINATE, "").strip() != "0",
-            cae=environ.get(ENV_CAE, "").strip() != "0",
+            coordinate=_on(environ.get(ENV_COORDINATE, "")),
+            cae=_on(environ.get(ENV_CAE, "")),
             authority_host=text(ENV_AUTHORITY_HOST),
             graph_url=text(ENV_GRAPH_URL),
             consent=environ.get(ENV_CONSENT, "").strip(),
@@ -145,5 +150,5 @@ class Settings(NamedTuple):
                 certificate=text(ENV_CLIENT_CERTIFICATE),
                 thumbprint=text(ENV_CLIENT_CERTIFICATE_THUMBPRINT),
                 password=environ.get(ENV_CLIENT_CERTIFICATE_PASSWORD) or None,
-                tenant_id=environ.get(ENV_TENANT_ID) or None),
+                tenant_id=text(ENV_TENANT_ID)),
         )

@@ -271,7 +271,9 @@ class TokenStore(BaseTokenBackend):
         # a broken value raises TokenFormatError; a store that cannot be read, its error:
         # a failed read is never taken for "nothing stored"
         stored = self.read_stored(max_age=0.0)
-        self.generation = generation(stored) + 1
+        # a sign-in's generation never goes back, even after a logout removed the token:
+        # a bot still holding a token of before (or one kept on a Runner) is older
+        self.generation = max(generation(stored) + 1, int(self.clock.now()))
         self.persistence.save(self.serialize(), generation=self.generation)
         self._from_store = True
 

@@ -12,6 +12,7 @@ environment, see :func:`run_herd`).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,8 @@ class ColdStarts:
     #: starts in which every bot got to Graph
     succeeded: int
     failures: list[str] = field(default_factory=list)
+    #: the generation the sign-in stored (a sign-in's is at least its time in seconds)
+    signed_in_generation: int = 0
 
 
 def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
@@ -135,6 +138,7 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     sandbox.put_app_credentials(LABEL)
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         consent=sandbox.consent_redirect)
+    signed_in = int(json.loads(sandbox.maestro.secret(LABEL, "token"))["botcity"]["generation"])
     first = time.time() + 6.0 + processes * 0.3  # every process has imported by then
     moments = [first + k * period for k in range(repetitions)]
     env = sandbox.process_env(
@@ -169,7 +173,8 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
                                          strict=True)]
     done = [sum(f"start {k}: ok" in out for out in outputs) for k in range(repetitions)]
     failures = [out[-2000:] for bot, out in zip(bots, outputs, strict=True) if bot.returncode != 0]
-    return ColdStarts(processes, per_start, sum(d == processes for d in done), failures)
+    return ColdStarts(processes, per_start, sum(d == processes for d in done), failures,
+                      signed_in)
 
 
 def _cold_starts(moments: list[float]) -> int:

@@ -220,7 +220,9 @@ def test_conditional_access_carries_its_claims_and_login_passes_them_on(sandbox,
               cwd=tmp_path, answer=consent_answerer(sandbox))
     assert run.returncode == 0, run.stdout + run.stderr
     [authorize] = sandbox.requests("identity", path_contains="/authorize")
-    assert json.loads(authorize.query["claims"]) == json.loads(caught.value.claims)
+    asked = json.loads(authorize.query["claims"])["access_token"]
+    assert asked["capolids"] == json.loads(caught.value.claims)["access_token"]["capolids"]
+    assert asked["xms_cc"] == {"values": ["CP1"]}, "with the plugin's CAE capability (msal)"
 
     # and the Runner works again
     sandbox.force_expiry()

@@ -171,6 +171,7 @@ class TokenLifecycle:
         self.secret_unknown = False
         self._lock = threading.RLock()
         self._checking = False
+        self._ask_anyway = False
         self._warned = False
         #: The access token Graph refused before its expiry (its secret; never logged).
         self._refused_access: str | None = None
@@ -295,16 +296,18 @@ class TokenLifecycle:
             return True
         return self.schedule.due(entry)
 
-    def check(self, *, app_only: bool = False) -> None:
+    def check(self, *, app_only: bool = False, ask_anyway: bool = False) -> None:
         """Make sure the token can be used now, renewing it when its access token has
         expired; :class:`AuthorizationRequired` (no alert: the caller reports) when a
-        person must sign in."""
+        person must sign in. ``ask_anyway``: ask Microsoft even when another bot's renewal
+        was refused (a person is about to sign in, and needs Microsoft's own answer: its
+        conditional-access claims go with the sign-in)."""
         with self._lock:
-            self._checking = True
+            self._checking, self._ask_anyway = True, ask_anyway
             try:
                 self._check(app_only)
             finally:
-                self._checking = False
+                self._checking, self._ask_anyway = False, False
 
     def _check(self, app_only: bool) -> None:
         store = self.store
@@ -528,7 +531,7 @@ class TokenLifecycle:
                 return False
             now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
-            if any(n.kind == REFUSED for n in notes):
+            if any(n.kind == REFUSED for n in notes) and not self._ask_anyway:
                 self.rejected = AuthorizationRequired(
                     f"Microsoft refused another bot's renewal of the token in "
                     f"{self.store.location} for want of a person (the operator was alerted "

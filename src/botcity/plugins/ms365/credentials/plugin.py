@@ -289,7 +289,7 @@ class MS365CredentialsPlugin:
                 f"{self._login_command(self._with_granted(resolve_permissions(scopes)))}")
         claims = None
         try:
-            self._ensure_usable()
+            self._lifecycle.check(app_only=self._app_only, ask_anyway=True)
         except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
             claims = exc.claims
         return self._sign_in(mode, self._with_granted(resolve_permissions(scopes)),

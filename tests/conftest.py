@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from botcity.plugins.ms365.credentials._clock import Clock
 from botcity.plugins.ms365.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +26,22 @@ BOT_SCOPES = ("basic", "mail_send")
 
 #: Anything a test waits for is bounded by this.
 DEADLINE = 60.0
+#: What a fake clock starts at (epoch seconds).
+START = 1_800_000_000.0
+
+
+class FakeClock(Clock):
+    """Time that passes only when a test (or a sleep it is given) moves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = START
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
 
 
 @pytest.fixture

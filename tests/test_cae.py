@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials._clock import Clock
 from botcity.plugins.ms365.credentials._o365 import claims_challenge
 from botcity.plugins.ms365.credentials.renewal import SPREAD_MAX, Schedule, window
+from conftest import START, FakeClock
 
 LABEL = "ms365"
 
@@ -54,16 +54,6 @@ def test_ms365_cae_0_declares_nothing(sandbox, maestro, monkeypatch):
     assert all("claims" not in g.form() for g in sandbox.token_requests())
 
 
-START = 1_800_000_000.0
-
-
-class FakeClock(Clock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.t = START
-
-    def now(self) -> float:
-        return self.t
 
 
 def cae_token(life: float = 86400.0, refresh_in: float = 43200.0) -> dict[str, str]:

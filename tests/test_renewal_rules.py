@@ -21,21 +21,9 @@ from botcity.plugins.ms365.credentials.persistence import (
 from botcity.plugins.ms365.credentials.renewal import CLAIM_SECONDS, POLL
 from botcity.plugins.ms365.credentials.stores import TokenStore
 from botcity.plugins.ms365.credentials.tokens import generation, with_meta
+from conftest import START, FakeClock
 
-START = 1_800_000_000.0
 HOME = "uid.tid"
-
-
-class FakeClock(Clock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.t = START
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class InMemory(TextPersistence):

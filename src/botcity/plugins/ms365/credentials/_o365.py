@@ -381,24 +381,22 @@ class PluginConnection(Connection):
             self.session = self.get_session(load_token=True)
         if self.lifecycle.before_request():
             self._apply()
-        try:
-            return self._graph(url, method, **kwargs)
-        except requests.HTTPError as exc:
-            if not _token_refused(exc):
-                raise
-            # Graph refused an access token that is valid by its expiry: a claims challenge
-            # (continuous access evaluation: a session revoked, a password changed, a
-            # location policy), or a plain 401 (a signing key rolled over): renew it for
-            # all bots, with the challenge's claims, and ask once more
-            self.lifecycle.refused_by_graph(_graph_error(exc), claims_challenge(exc),
-                                            sent=_sent_token(exc))
-            self._apply()
-        try:
-            return self._graph(url, method, **kwargs)
-        except requests.HTTPError as exc:
-            if not _token_refused(exc):
-                raise
-            raise self.lifecycle.refused_again(_graph_error(exc)) from None
+        for repeated in (False, True):
+            try:
+                return self._graph(url, method, **kwargs)
+            except requests.HTTPError as exc:
+                if not _token_refused(exc):
+                    raise
+                if repeated:
+                    raise self.lifecycle.refused_again(_graph_error(exc)) from None
+                # Graph refused an access token valid by its expiry: a claims challenge
+                # (continuous access evaluation: a session revoked, a password changed, a
+                # location policy), or a plain 401 (a signing key rolled over): renew it
+                # for all bots, with the challenge's claims, and ask once more
+                self.lifecycle.refused_by_graph(_graph_error(exc), claims_challenge(exc),
+                                                sent=_sent_token(exc))
+                self._apply()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _no_token(self) -> AuthorizationRequired:
         return AuthorizationRequired(

@@ -495,16 +495,15 @@ class TokenLifecycle:
         if not self.store.saved_since(stored):
             return False
         self.schedule.leading = False
+        # held from now on either way: a refresh starts from its refresh token, which may
+        # be a newer consent's
+        self.store.adopt(stored)
         newest = newest_access_token(stored)
         fresh_after = self._fresh_after
         if newest is None or usable_for(stored, self.clock.now()) <= 0 or (
                 self.schedule.due(newest)) or (
                 fresh_after is not None and float(newest.get("cached_at", 0)) < fresh_after):
-            # newer but already due (or issued before Graph refused ours): this bot
-            # refreshes, from that token (its refresh token may be a newer consent's)
-            self.store.adopt(stored)
-            return False
-        self.store.adopt(stored)
+            return False  # newer but already due (or issued before Graph refused ours)
         log.info("Another bot renewed the token; using it from %s", self.store.location)
         return True
 

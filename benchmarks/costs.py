@@ -154,7 +154,7 @@ def warm_starts(runs: int) -> dict:
         sandbox.put_app_credentials(LABEL)
         MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL
                                ).authenticate(consent=sandbox.consent_redirect)
-        (folder / "o365_token.txt").write_text(sandbox.maestro.secret(LABEL, "token") or "")
+        (folder / "o365_token.txt").write_text(sandbox.stored_token(LABEL) or "")
         task_id, runner_token = sandbox.maestro.start_task()
         runner = sandbox.maestro.runner_argv(task_id, runner_token)
         env = sandbox.process_env(APP_ID=sandbox.app.client_id, APP_SECRET=sandbox.app.secret,

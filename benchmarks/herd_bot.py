@@ -97,7 +97,7 @@ def run_herd(sandbox: Any, *, processes: int = 8, expiries: int = 3, lifetime: f
                 calls += int(line.split(": ")[1])
     wall = time.monotonic() - started
 
-    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    stored = json.loads(sandbox.stored_token(LABEL))
     issued = sandbox.tenant.access_tokens
     stored_generations = {issued[e["secret"]].generation for e in stored["AccessToken"].values()
                           if e["secret"] in issued}
@@ -125,12 +125,17 @@ class ColdStarts:
 
 
 def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
-                    period: float = 3.0, coordinate: bool = True) -> ColdStarts:
+                    period: float = 3.0, coordinate: bool = True,
+                    during: Any = None, claimer: str = "") -> ColdStarts:
     """``processes`` bot processes start together ``repetitions`` times, each time on an
     access token that expired a second before (bots that run on a schedule after a quiet
     period): how many refresh grants each start costs. The processes start once; for each
     start they build the plugin half a second before the common moment, then
-    authenticate and call Graph at it."""
+    authenticate and call Graph at it. ``during(moments)``, when given, runs in a thread
+    of its own meanwhile (an operator's edit, a logout). ``claimer``: one more process
+    starts 0.3 s before the others (its claim comes first) and then is killed with
+    SIGKILL right after its claim (``"killed"``), or Maestro fails its token's write
+    (``"failing"``)."""
     import threading
 
     from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
@@ -138,7 +143,7 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     sandbox.put_app_credentials(LABEL)
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         consent=sandbox.consent_redirect)
-    signed_in = int(json.loads(sandbox.maestro.secret(LABEL, "token"))["botcity"]["generation"])
+    signed_in = int(json.loads(sandbox.stored_token(LABEL))["botcity"]["generation"])
     first = time.time() + 6.0 + processes * 0.3  # every process has imported by then
     moments = [first + k * period for k in range(repetitions)]
     env = sandbox.process_env(
@@ -146,9 +151,14 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
         BOTCITY_KEY=sandbox.maestro.key, HERD_STARTS=",".join(f"{m:.3f}" for m in moments),
         MS365_FALLBACK_DIR=os.environ.get("MS365_FALLBACK_DIR", ""),
         MS365_COORDINATE_REFRESH="1" if coordinate else "0")
+    envs = [env] * processes
+    if claimer:
+        envs = [{**env, "HERD_CLAIMER": claimer}, *envs]
     bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and file
-        [sys.executable, __file__], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(processes)]
+        [sys.executable, __file__], env=one, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for one in envs]
+    if during is not None:
+        threading.Thread(target=during, args=(moments,), daemon=True).start()
 
     def expire() -> None:
         for moment in moments:
@@ -171,10 +181,32 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     per_start = [sum(1 for g in grants if m - 0.5 <= g.at < following - 0.5)
                  for m, following in zip(moments, [*moments[1:], float("inf")],
                                          strict=True)]
+    if claimer:  # the claimer's own outcome is the test's to judge
+        bots, outputs = bots[1:], outputs[1:]
     done = [sum(f"start {k}: ok" in out for out in outputs) for k in range(repetitions)]
     failures = [out[-2000:] for bot, out in zip(bots, outputs, strict=True) if bot.returncode != 0]
     return ColdStarts(processes, per_start, sum(d == processes for d in done), failures,
                       signed_in)
+
+
+def _as_claimer(plugin: Any, how: str) -> None:
+    """Make this bot the claimer that fails: killed (SIGKILL) right after its claim is
+    added, or its renewed token's write refused by Maestro (HTTP 500)."""
+    import signal
+
+    from botcity.plugins.ms365.credentials import StoreUnavailable
+
+    vault = plugin._vault
+    add = vault.add
+
+    def claimer_add(label: str, key: str, value: str) -> None:
+        if ".next." in key and how == "failing":
+            raise StoreUnavailable("Maestro answered HTTP 500.", status=500)
+        add(label, key, value)
+        if ".claim." in key and how == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    vault.add = claimer_add
 
 
 def _cold_starts(moments: list[float]) -> int:
@@ -182,13 +214,18 @@ def _cold_starts(moments: list[float]) -> int:
 
     from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
+    claimer = os.environ.get("HERD_CLAIMER", "")
+    lead = 0.3 if claimer else 0.0
     for k, moment in enumerate(moments):
+        moment -= lead
         time.sleep(max(0.0, moment - 0.5 - time.time()))
         maestro = BotMaestroSDK(os.environ["BOTCITY_SERVER"], os.environ["BOTCITY_LOGIN"],
                                 os.environ["BOTCITY_KEY"])
         maestro.login()
         plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL,
                                         consent="none")
+        if claimer:
+            _as_claimer(plugin, claimer)
         time.sleep(max(0.0, moment - time.time()))
         plugin.authenticate()
         plugin.ms365_account.get_current_user_data()

@@ -171,3 +171,22 @@ def with_discovery(text: str, entry: object = None) -> str:
     if entry is not None:
         data["botcity"]["discovery"] = entry
     return json.dumps(data, separators=(",", ":"))
+
+
+def newest_token(sandbox: Sandbox, label: str = "ms365", key: str = "token",
+                 organization: str | None = None) -> str | None:
+    """The text of the newest token the plugin stored in the sandbox's Maestro, as its bots
+    read it: key ``key`` of ``label``, or the newest renewal added beside it
+    (:func:`~botcity.plugins.ms365.credentials.tokens.follow`); None: no token."""
+    from botcity.plugins.ms365.credentials.persistence import NEXT, Note
+    from botcity.plugins.ms365.credentials.tokens import follow, parse_token
+
+    space = sandbox.maestro.workspaces[organization or sandbox.maestro.login]
+    items = {i["key"]: i.get("value") or "" for i in space.credentials.get(label, [])}
+    if not items.get(key):
+        return None
+    notes = (Note.parse(key, name, value) for name, value in items.items())
+    chain = follow(parse_token(items[key], label),
+                   [(n.generation, n.text) for n in notes if n is not None and n.kind == NEXT],
+                   label)
+    return json.dumps(chain.token, separators=(",", ":"))

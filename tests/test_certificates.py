@@ -20,7 +20,7 @@ from botcity.plugins.ms365.credentials import (
     MS365CredentialsPlugin,
 )
 from botcity.plugins.ms365.sandbox.client_assertions import make_certificate
-from conftest import BOT, bot_env, consent_answerer, run_process, script
+from conftest import BOT, bot_env, consent_answerer, newest_token, run_process, script
 
 LABEL = "ms365"
 SCOPES = ["basic", "message_send"]
@@ -63,14 +63,14 @@ def test_a_runner_with_a_certificate_starts_with_one_read_and_renews_with_an_ass
     assert sandbox.requests("identity") == []
     assert len(sandbox.requests("maestro", path_contains="/api/v2/credential")) == 1
 
-    before = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    before = json.loads(newest_token(sandbox, LABEL))
     sandbox.force_expiry()
     sandbox.requests.clear()
     task, run = runner_run(sandbox)
     assert task.finish_status == "SUCCESS", run.stdout + run.stderr
     refreshes = sandbox.token_requests("refresh_token")
     assert len(refreshes) == 1 and signed_with_assertions(refreshes)
-    after = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    after = json.loads(newest_token(sandbox, LABEL))
     assert ({e["secret"] for e in after["RefreshToken"].values()}
             != {e["secret"] for e in before["RefreshToken"].values()}), "rotated, written back"
     assert "client_secret" not in {i["key"] for i in sandbox.maestro.credentials[LABEL]}
@@ -133,7 +133,7 @@ def test_browser_and_device_code_consent_with_a_certificate_app(sandbox, tmp_pat
         stop.set()
 
     assert run.returncode == 0, run.stdout + run.stderr
-    token = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    token = json.loads(newest_token(sandbox, LABEL))
     if way == "browser":
         assert "Signed in" in browser_page(tmp_path)
         assert signed_with_assertions(sandbox.token_requests("authorization_code"))
@@ -155,7 +155,7 @@ def test_login_from_the_command_line_with_a_certificate_app(sandbox, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"Signed in as {sandbox.tenant.user.upn}" in run.stdout
     assert signed_with_assertions(sandbox.token_requests())
-    assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"]
+    assert json.loads(newest_token(sandbox, LABEL))["RefreshToken"]
 
 
 # -- Done when 3: app-only across two expiries: test_consent_ways.py,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from botcity.plugins.ms365.sandbox import expire_token_text
-from conftest import DEADLINE, bot_env, consent_answerer, run_process
+from conftest import DEADLINE, bot_env, consent_answerer, newest_token, run_process
 
 LABEL = "ms365"
 SCRIPT = str(Path(sys.executable).with_name("botcity-ms365"))
@@ -52,7 +52,7 @@ def test_login_into_maestro(sandbox, logged_in):
     assert f"Signed in as {sandbox.tenant.user.upn}." in out
     assert "Permissions granted: Mail.Read, User.Read." in out
     assert f"Token stored in Maestro credential '{LABEL}' key 'token'" in out
-    assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"]
+    assert json.loads(newest_token(sandbox, LABEL))["RefreshToken"]
     assert sandbox.maestro.secret(LABEL, "client_secret") == sandbox.app.secret
 
 
@@ -180,12 +180,12 @@ def test_status_json_and_missing_permissions(sandbox, logged_in, tmp_path):
 
 
 def test_status_check_refreshes_and_writes_back(sandbox, logged_in, tmp_path):
-    before = sandbox.maestro.secret(LABEL, "token")
+    before = newest_token(sandbox, LABEL)
     run = cli(maestro_env(sandbox), "status", "--label", LABEL, "--check", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "the refresh token works" in run.stdout
     assert len(sandbox.token_requests("refresh_token")) == 1
-    assert sandbox.maestro.secret(LABEL, "token") != before
+    assert newest_token(sandbox, LABEL) != before
 
 
 def test_status_check_finds_a_dead_refresh_token(sandbox, logged_in, tmp_path):
@@ -229,7 +229,7 @@ def test_copy_a_local_token_to_maestro_and_back(sandbox, tmp_path):
     def tokens(text):
         return {k: v for k, v in json.loads(text).items() if k != "botcity"}
 
-    uploaded = sandbox.maestro.secret(LABEL, "token")
+    uploaded = newest_token(sandbox, LABEL)
     assert tokens(uploaded) == tokens((tmp_path / "o365_token.txt").read_text()), "unchanged"
     # a copy is written as a sign-in is: a generation never below the time it was made
     assert json.loads(uploaded)["botcity"]["generation"] >= int(time.time()) - 60, (
@@ -344,7 +344,7 @@ def test_the_unattended_error_names_the_login_command(sandbox, tmp_path):
 
 
 def test_expire_helper_only_touches_access_tokens(sandbox, logged_in):
-    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    stored = json.loads(newest_token(sandbox, LABEL))
     expired = json.loads(expire_token_text(json.dumps(stored)))
     assert expired["RefreshToken"] == stored["RefreshToken"]
 

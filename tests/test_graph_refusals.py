@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from botcity.plugins.ms365.credentials import AuthorizationRequired, MS365CredentialsPlugin
+from conftest import newest_token
 
 LABEL = "ms365"
 
@@ -24,7 +25,7 @@ def authorized(sandbox, maestro) -> MS365CredentialsPlugin:
 
 
 def generation(sandbox) -> int:
-    return json.loads(sandbox.maestro.secret(LABEL, "token"))["botcity"]["generation"]
+    return json.loads(newest_token(sandbox, LABEL))["botcity"]["generation"]
 
 
 def me_calls(sandbox) -> list[int]:

@@ -8,7 +8,7 @@ import sys
 import time
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from conftest import BOT, BOT_SCOPES, bot_env, run_process
+from conftest import BOT, BOT_SCOPES, bot_env, newest_token, run_process
 
 LABEL = "ms365"
 
@@ -77,7 +77,7 @@ def test_after_expiry_exactly_one_refresh_and_the_rotated_token_is_written_back(
     assert len(sandbox.token_requests()) == 1
     assert len(sandbox.requests("identity")) == 1, (
         "the token request only: msal's discovery answers came with the token")
-    after = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    after = json.loads(newest_token(sandbox, LABEL))
     old_rt = {e["secret"] for e in before["RefreshToken"].values()}
     new_rt = {e["secret"] for e in after["RefreshToken"].values()}
     assert new_rt and new_rt != old_rt, "the rotated refresh token was saved"
@@ -89,6 +89,8 @@ def test_after_expiry_exactly_one_refresh_and_the_rotated_token_is_written_back(
     writes = sandbox.requests("maestro", path_contains=f"/api/v2/credential/{LABEL}",
                               method="POST")
     assert len(writes) == 2, "the claim on the expired token, then the rotated token"
+    assert all(w.path.endswith("/key") for w in writes), (
+        "both added beside the token: nothing else of the credential is sent")
     assert "renewing" not in after["botcity"]
 
     # the next Runner uses the written-back token: no refresh

@@ -24,7 +24,7 @@ from botcity.plugins.ms365.credentials import (
 from botcity.plugins.ms365.credentials.persistence import FileText
 from botcity.plugins.ms365.credentials.stores import fallback_path
 from botcity.plugins.ms365.sandbox.identity import Secret
-from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, run_process, script
+from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, newest_token, run_process, script
 from herd_bot import run_cold_starts
 
 LABEL = "ms365"
@@ -100,7 +100,7 @@ def test_a_runner_shared_by_two_workspaces_never_mixes_their_tokens(sandbox):
     # workspace 1's next start takes its own token back
     task, run = runner_run(sandbox)
     assert task.finish_status == "SUCCESS", run.stdout + run.stderr
-    assert accounts(sandbox.maestro.secret(LABEL, "token")) == mine
+    assert accounts(newest_token(sandbox, LABEL)) == mine
     assert accounts(sandbox.maestro.secret(LABEL, "token", organization=other)) == theirs
     assert not kept.exists()
 
@@ -129,7 +129,7 @@ def test_logout_is_not_undone_by_a_token_kept_on_a_runner(sandbox, tmp_path):
 
     task, run = runner_run(sandbox)
 
-    assert sandbox.maestro.secret(LABEL, "token") is None, "logged out stays logged out"
+    assert newest_token(sandbox, LABEL) is None, "logged out stays logged out"
     assert task.finish_status == "FAILED" and "Nobody is here to consent" in (
         task.finish_message)
     assert len(sandbox.maestro.alerts) == 1
@@ -212,7 +212,7 @@ def test_a_runner_with_a_fast_clock_stores_times_every_bot_can_trust(sandbox, ma
     assert sandbox.maestro.tasks[task_id].finish_status == "SUCCESS", run.stdout + run.stderr
     # two hours, give or take the second of the Date header's grain
     assert re.search(r"clock is 720[01] s ahead of Microsoft's", run.stderr), run.stderr
-    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    stored = json.loads(newest_token(sandbox, LABEL))
     [access] = stored["AccessToken"].values()
     assert abs(int(access["expires_on"]) - (time.time() + 3600)) < 120, (
         "expiry in Microsoft's time, not the Runner's")
@@ -229,7 +229,7 @@ def test_a_runner_with_a_fast_clock_stores_times_every_bot_can_trust(sandbox, ma
     # a person's later consent is stored, and wins over what that Runner holds
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         ["Mail.Read", *BOT_SCOPES], consent=sandbox.consent_redirect, force=True)
-    after = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    after = json.loads(newest_token(sandbox, LABEL))
     assert "Mail.Read" in after["botcity"]["permissions"]
     assert after["botcity"]["generation"] > stored["botcity"]["generation"]
 
@@ -241,7 +241,7 @@ HERD_LABEL = "herd"
 
 
 def stored_generation(sandbox, label=LABEL) -> int:
-    return json.loads(sandbox.maestro.secret(label, "token"))["botcity"]["generation"]
+    return json.loads(newest_token(sandbox, label))["botcity"]["generation"]
 
 
 def test_bot_processes_starting_together_on_an_expired_token_refresh_once_between_them(
@@ -257,7 +257,7 @@ def test_bot_processes_starting_together_on_an_expired_token_refresh_once_betwee
     assert result.failures == []
     assert result.succeeded == 5, "every bot got to Graph every time"
     assert all(1 <= grants <= 2 for grants in result.grants), result.grants
-    stored = json.loads(sandbox.maestro.secret(HERD_LABEL, "token"))
+    stored = json.loads(newest_token(sandbox, HERD_LABEL))
     [access] = stored["AccessToken"].values()
     issued = sandbox.tenant.access_tokens
     assert issued[access["secret"]].generation == max(t.generation for t in issued.values()), (
@@ -461,7 +461,7 @@ def test_status_check_says_when_the_rotated_token_waits_on_this_machine(sandbox,
 
 def test_migrate_converts_only_the_file_it_is_given(sandbox, maestro, tmp_path):
     authorize(sandbox, maestro)
-    in_maestro = sandbox.maestro.secret(LABEL, "token")
+    in_maestro = newest_token(sandbox, LABEL)
     refresh = "sbxrt-old"
     env = bot_env(sandbox, BOTCITY_SERVER=sandbox.maestro_url,
                   BOTCITY_LOGIN=sandbox.maestro.login, BOTCITY_KEY=sandbox.maestro.key)
@@ -470,7 +470,7 @@ def test_migrate_converts_only_the_file_it_is_given(sandbox, maestro, tmp_path):
     run = run_process([SCRIPT, "migrate", "old.txt", "--token-label", LABEL], env,
                       cwd=tmp_path, stdin_closed=True)
     assert run.returncode == 2 and "copy --from file:PATH" in run.stderr
-    assert sandbox.maestro.secret(LABEL, "token") == in_maestro
+    assert newest_token(sandbox, LABEL) == in_maestro
 
 
 def test_the_cli_explains_a_path_it_cannot_use_without_a_traceback(sandbox, tmp_path):
@@ -501,7 +501,7 @@ def test_a_bot_that_was_removed_from_maestro_meanwhile_is_not_recreated(sandbox,
     items[:] = [i for i in items if i["key"] != "token"]  # logout, while the bot runs
     time.sleep(4.5)
     bot.ms365_account.get_current_user_data()  # renews; does not write the token back
-    assert sandbox.maestro.secret(LABEL, "token") is None
+    assert newest_token(sandbox, LABEL) is None
     with pytest.raises(AuthorizationRequired):
         MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL
                                ).authenticate(consent="none")

@@ -21,6 +21,7 @@ from botcity.plugins.ms365.credentials._o365 import (
     graph_protocol,
 )
 from botcity.plugins.ms365.credentials.discovery import KEY, Discovery
+from conftest import newest_token
 
 LABEL = "ms365"
 NOW = 1_800_000_000
@@ -98,7 +99,7 @@ def test_after_graph_answers_401_o365_s_refresh_goes_to_the_lifecycle_and_is_ret
     assert [r.status for r in sandbox.requests("graph")] == [401, 200], (
         "O365 no longer retries the request after _try_refresh_token")
     assert len(sandbox.token_requests("refresh_token")) == 1
-    stored = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    stored = json.loads(newest_token(sandbox, LABEL))
     [access] = stored["AccessToken"].values()
     assert sandbox.tenant.access_tokens[access["secret"]].generation == 1, "renewal stored"
 

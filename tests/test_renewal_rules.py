@@ -430,7 +430,7 @@ def test_a_logout_while_waiting_for_another_s_claim_ends_the_wait(shared, clock)
 
 
 def test_a_claim_holds_for_claim_seconds(shared, clock):
-    """A claimer killed right after its claim holds the others CLAIM_SECONDS (8 s) and a
+    """A claimer killed right after its claim holds the others CLAIM_SECONDS (6 s) and a
     poll at most: they are done within 10 s of it."""
     expired(shared)
     bot = Bot(shared, clock)

@@ -2,10 +2,12 @@
 times. Every extra Maestro or token request is paid by every bot run.
 
     warm start                         1 read
-    refresh during a run (the leader)  1 token request + 1 read + 1 write, no Graph 401
+    refresh during a run (the leader)  1 token request + 1 write (added), no Graph 401
     another bot refreshed already      1 read
     refresh at start (token expired)   the start's read + 1 claim write + 1 read
-                                       + 1 token request + 1 read + 1 write
+                                       + 1 token request + 1 write (added)
+    ... of a lone bot (after QUIET_STARTS such starts met no other bot)
+                                       the start's read + 1 token request + 1 write
 
 A renewal asks the identity platform one thing, the token: msal's discovery answers are
 saved with the token (``discovery.py``). When they are missing or unusable, the renewal
@@ -21,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
-from botcity.plugins.ms365.credentials.renewal import Schedule, window
+from botcity.plugins.ms365.credentials.renewal import QUIET_STARTS, Schedule, window
 from botcity.plugins.ms365.sandbox import expire_token_text
-from conftest import with_discovery
+from conftest import newest_token, with_discovery
 
 LABEL = "ms365"
 #: access tokens this short come due (at the earliest draw) 2.4 s before they expire
@@ -89,8 +91,8 @@ def test_a_refresh_during_a_run_is_one_read_one_token_request_one_write(stored, 
     assert stored.requests("identity") == [grant], "no discovery"
     assert grant.at < expires_on, "renewed before the access token expired"
     assert plugin.ms365_account.con.refresh_count == 2
-    assert credential_requests(stored, "GET") == 1
-    assert credential_requests(stored, "POST") == 1
+    assert credential_requests(stored, "GET") == 0, "the leader does not look"
+    assert credential_requests(stored, "POST") == 1, "the renewed token, added"
     assert [r.status for r in stored.requests("graph")] == [200], "no 401 round trip"
 
 
@@ -126,13 +128,66 @@ def test_a_bot_starting_on_an_expired_token_claims_it_then_renews(stored, maestr
 
     assert len(stored.token_requests()) == 1
     assert len(stored.requests("identity")) == 1, "the token request only: no discovery"
-    assert credential_requests(stored, "GET") == 3, (
-        "the start's read, the claim's read back, the read before writing")
+    assert credential_requests(stored, "GET") == 2, (
+        "the start's read, the claim's read back (the renewed token is added: no read)")
     assert credential_requests(stored, "POST") == 2, "the claim, and the rotated token"
-    token = __import__("json").loads(stored.maestro.secret(LABEL, "token"))
+    token = json.loads(newest_token(stored, LABEL))
     assert "renewing" not in token["botcity"], "the renewed token carries no claim"
+    assert token["botcity"]["quiet"] == 1, "it met no other bot"
     assert plugin.ms365_account.con.lifecycle.schedule.leading, (
         "the bot that renewed goes first next time")
+
+
+def cold_start(sandbox, maestro) -> MS365CredentialsPlugin:
+    sandbox.force_expiry()
+    sandbox.requests.clear()
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    plugin.authenticate()
+    plugin.ms365_account.get_current_user_data()
+    return plugin
+
+
+def test_a_lone_bot_s_cold_start_is_one_read_one_token_request_one_write(stored, maestro):
+    """A bot that runs alone on its credential (its last starts met no other bot) renews
+    an expired token as a hand-written bot does: no claim (issue 23)."""
+    for _ in range(QUIET_STARTS):
+        cold_start(stored, maestro)  # claimed: they meet nobody
+        assert credential_requests(stored, "POST") == 2
+
+    cold_start(stored, maestro)
+
+    assert len(stored.token_requests()) == 1
+    assert len(stored.requests("identity")) == 1, "the token request only"
+    assert credential_requests(stored, "GET") == 1, "the start's read"
+    [write] = stored.requests("maestro", path_contains="/api/v2/credential", method="POST")
+    assert write.path == f"/api/v2/credential/{LABEL}/key" and ".next." in write.json()["key"]
+    assert [r.status for r in stored.requests("graph")] == [200]
+    assert json.loads(newest_token(stored, LABEL))["botcity"]["quiet"] == QUIET_STARTS + 1
+
+
+def test_bots_that_met_at_a_lone_bot_s_start_claim_at_the_next(stored, maestro):
+    """Two bots start together on a credential that had been a lone bot's: both renew
+    (what a lone bot's start costs a herd, once), both renewals are added, and the next
+    start claims before renewing again."""
+    for _ in range(QUIET_STARTS):
+        cold_start(stored, maestro)
+    stored.force_expiry()
+    stored.requests.clear()
+    first = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
+    second = MS365CredentialsPlugin(maestro=stored.maestro_sdk(), credential_label=LABEL)
+    first.authenticate()  # both read the expired token before either renewed
+    second.authenticate()
+    assert len(stored.token_requests("refresh_token")) == 2
+    assert len([k for k in (i["key"] for i in stored.maestro.credentials[LABEL])
+                if k.startswith("token.next.")]) == QUIET_STARTS + 2, "both renewals added"
+
+    plugin = cold_start(stored, maestro)
+
+    assert plugin.ms365_account.con.refresh_count == 1
+    writes = stored.requests("maestro", path_contains="/api/v2/credential", method="POST")
+    assert [".claim." in w.json()["key"] for w in writes] == [True, False], (
+        "a claim first: the credential is shared")
+    assert json.loads(newest_token(stored, LABEL))["botcity"].get("quiet", 0) == 0
 
 
 def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
@@ -152,8 +207,8 @@ def test_with_coordination_off_a_bot_renews_only_at_expiry_without_looking(
     plugin.ms365_account.get_current_user_data()
 
     assert len(stored.token_requests()) == 1
-    assert credential_requests(stored, "GET") == 1, "no look; the save's newest-wins read"
-    assert credential_requests(stored, "POST") == 1
+    assert credential_requests(stored, "GET") == 0, "no look"
+    assert credential_requests(stored, "POST") == 1, "the renewed token, added"
 
 
 # -- one identity request per renewal, whichever store ------------------------------------
@@ -177,12 +232,14 @@ class Bots:
     @property
     def text(self) -> str:
         if self.kind == "maestro":
-            return str(self.sandbox.maestro.secret(LABEL, "token"))
+            return str(newest_token(self.sandbox, LABEL))
         return Path("o365_token.txt").read_text()
 
     @text.setter
     def text(self, value: str) -> None:
-        if self.kind == "maestro":
+        if self.kind == "maestro":  # an operator replaces the token and its renewals
+            items = self.sandbox.maestro.credentials[LABEL]
+            items[:] = [i for i in items if not i["key"].startswith("token.")]
             self.sandbox.maestro.put_secret(LABEL, "token", value)
         else:
             Path("o365_token.txt").write_text(value)
@@ -220,7 +277,7 @@ def test_a_renewal_at_start_is_one_identity_request(bots):
         r.path for r in sandbox.token_requests()], "the token request only"
     assert len(sandbox.token_requests()) == 1
     if bots.kind == "maestro":  # the claim protocol is kept: its writes are not saved
-        assert credential_requests(sandbox, "GET") == 3
+        assert credential_requests(sandbox, "GET") == 2
         assert credential_requests(sandbox, "POST") == 2
     assert [r.status for r in sandbox.requests("graph")] == [200]
 
@@ -240,8 +297,8 @@ def test_a_renewal_during_a_run_started_warm_is_one_identity_request(bots):
 
     assert len(sandbox.token_requests()) == 1
     assert len(sandbox.requests("identity")) == 1, "no discovery"
-    if bots.kind == "maestro":  # a follower looks, then the save reads and writes
-        assert credential_requests(sandbox, "GET") == 2
+    if bots.kind == "maestro":  # a follower looks, then adds the renewed token
+        assert credential_requests(sandbox, "GET") == 1
         assert credential_requests(sandbox, "POST") == 1
     assert [r.status for r in sandbox.requests("graph")] == [200]
 

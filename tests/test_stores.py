@@ -16,6 +16,8 @@ from botcity.plugins.ms365.credentials import (
     StoreError,
 )
 from botcity.plugins.ms365.credentials._maestro import MaestroVault
+from botcity.plugins.ms365.credentials.stores import FOLD_AT
+from conftest import newest_token
 
 LABEL = "ms365"
 
@@ -113,7 +115,8 @@ def test_save_creates_the_label_when_absent(sandbox, maestro, tmp_path):
     assert json.loads(sandbox.maestro.secret("fresh-label", "token"))["RefreshToken"]
 
 
-def test_save_adds_then_updates_the_key_and_keeps_the_others(sandbox, maestro, tmp_path):
+def test_save_adds_the_key_then_adds_renewals_beside_it_and_keeps_the_others(
+        sandbox, maestro, tmp_path):
     text = a_token(sandbox, tmp_path)
     sandbox.put_app_credentials(LABEL, tenant_id="contoso")
     sandbox.maestro.put_secret(LABEL, "notes", "kept as is")
@@ -121,19 +124,74 @@ def test_save_adds_then_updates_the_key_and_keeps_the_others(sandbox, maestro, t
     store = loaded(MaestroTokenStore(vault, LABEL), text)
 
     store.save_token()  # adds the key
-    first = sandbox.maestro.secret(LABEL, "token")
+    first = json.loads(sandbox.maestro.secret(LABEL, "token"))
     store._has_state_changed = True
     sandbox.requests.clear()
-    store.save_token()  # updates it: one read (is a newer token there?) and one write
+    store.save_token()  # a renewal: added beside it, with no read and nothing else sent
 
     keys = [i["key"] for i in sandbox.maestro.credentials[LABEL]]
-    assert keys == ["client_id", "client_secret", "tenant_id", "notes", "token"]
+    assert keys[:5] == ["client_id", "client_secret", "tenant_id", "notes", "token"]
+    [renewal] = keys[5:]
+    assert renewal.startswith(f"token.next.{first['botcity']['generation']}.")
+    assert json.loads(sandbox.maestro.secret(LABEL, "token")) == first, "left as it was"
     assert sandbox.maestro.secret(LABEL, "client_secret") == sandbox.app.secret
     assert sandbox.maestro.secret(LABEL, "notes") == "kept as is"
-    assert json.loads(sandbox.maestro.secret(LABEL, "token"))["RefreshToken"] == json.loads(
-        first)["RefreshToken"]
+    newest = json.loads(newest_token(sandbox, LABEL))
+    assert newest["botcity"]["generation"] == first["botcity"]["generation"] + 1
+    assert newest["RefreshToken"] == first["RefreshToken"]
+    [add] = sandbox.requests("maestro")
+    assert (add.method, add.path) == ("POST", f"/api/v2/credential/{LABEL}/key")
+    assert set(add.json()) == {"key", "value"}
+    reader = MaestroTokenStore(MaestroVault(maestro), LABEL, read_only=True)
+    assert reader.load_token() and reader.generation == newest["botcity"]["generation"]
+
+
+def test_every_eighth_renewal_is_written_over_the_token_and_drops_the_renewals(
+        sandbox, maestro, tmp_path):
+    sandbox.put_app_credentials(LABEL)
+    sandbox.maestro.put_secret(LABEL, "token", a_token(sandbox, tmp_path))
+    store = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert store.load_token()
+    start = store.generation
+    for _ in range(FOLD_AT - 1):
+        store._has_state_changed = True
+        store.save_token()
+    keys = [i["key"] for i in sandbox.maestro.credentials[LABEL]]
+    assert len([k for k in keys if k.startswith("token.next.")]) == FOLD_AT - 1
+    sandbox.requests.clear()
+
+    store._has_state_changed = True
+    store.save_token()
+
     assert [(r.method, r.path) for r in sandbox.requests("maestro")] == [
-        ("GET", f"/api/v2/credential/{LABEL}"), ("POST", f"/api/v2/credential/{LABEL}")]
+        ("GET", f"/api/v2/credential/{LABEL}"), ("POST", f"/api/v2/credential/{LABEL}")
+    ], "a read right before, then the credential written whole"
+    keys = [i["key"] for i in sandbox.maestro.credentials[LABEL]]
+    assert keys == ["client_id", "client_secret", "tenant_id", "token"], "the renewals folded in"
+    written = json.loads(sandbox.maestro.secret(LABEL, "token"))
+    assert written["botcity"]["generation"] == start + FOLD_AT
+    assert newest_token(sandbox, LABEL) == sandbox.maestro.secret(LABEL, "token")
+
+
+def test_a_renewal_of_a_token_that_was_logged_out_leads_nowhere(sandbox, maestro, tmp_path):
+    """logout removes the token and every renewal beside it; a renewal a running bot adds
+    after that names a token that is gone: no bot takes it (stays logged out)."""
+    sandbox.put_app_credentials(LABEL)
+    sandbox.maestro.put_secret(LABEL, "token", a_token(sandbox, tmp_path))
+    running = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert running.load_token()
+    running._has_state_changed = True
+    running.save_token()
+    logout = MaestroTokenStore(MaestroVault(maestro), LABEL)
+    assert logout.load_token() and logout.delete_token()
+    assert [i["key"] for i in sandbox.maestro.credentials[LABEL]] == [
+        "client_id", "client_secret", "tenant_id"], "the token and its renewal removed"
+
+    running._has_state_changed = True
+    running.save_token()  # a renewal under way when logout ran
+
+    assert newest_token(sandbox, LABEL) is None
+    assert MaestroTokenStore(MaestroVault(maestro), LABEL).load_token() is False
 
 
 def test_a_token_removed_meanwhile_is_not_written_back(sandbox, maestro, tmp_path):

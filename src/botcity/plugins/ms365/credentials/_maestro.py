@@ -377,9 +377,19 @@ class MaestroVault:
             return False
         return True
 
-    def remove(self, label: str, key: str) -> None:
-        """Remove ``key`` from ``label`` (the other keys stay)."""
+    def remove(self, label: str, key: str, *,
+               also: Callable[[str], bool] | None = None) -> None:
+        """Remove ``key`` from ``label``, and the keys ``also`` says to (the other keys
+        stay)."""
         try:
+            if also is not None and edits_keys(getattr(self._sdk, "version", None)):
+                secrets = self._secrets(label, 0.0)
+                kept = [dict(item) for item in secrets or []
+                        if item.get("key") != key and not also(str(item.get("key")))]
+                if secrets is not None and len(kept) < len(secrets):
+                    self._call("_edit_credential_by_label", label, kept)
+                self._sets.pop(label, None)
+                return
             self._call("remove_credential", label, key)
         except ValueError as exc:
             if "does not exist" not in str(exc):

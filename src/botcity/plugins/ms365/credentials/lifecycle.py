@@ -29,30 +29,42 @@ The rules each lifecycle keeps:
    note, and the next claim in order renews at once; a claimer that was killed holds the
    others until its claim lapses (:data:`.renewal.CLAIM_SECONDS`). Nobody waits for
    claims to settle: a claim that reaches the store late comes after the others.
-5. **Write what is newer, over what was read just before** (the store's
-   :meth:`~.stores.TokenStore.save_renewed`): the new token is written as the next
-   generation of the one read; when another bot saved meanwhile, its token is used
-   instead. A token is never written where there is none any more (``logout`` stays
-   logged out), nor over a value that cannot be read. The write drops the notes of older
-   generations.
+   *A lone bot does not claim*: when the token's last :data:`.renewal.QUIET_STARTS`
+   renewals met no other bot (the token says so: ``quiet``) and nothing in the store
+   says another bot is starting (a claim, a *herd* note, rival renewals), the bot renews
+   at once. Bots that do meet say so: a renewal that saw another claim writes
+   ``quiet`` 0, a bot that waited on a renewal that did not see it adds a *herd* note,
+   and two renewals of one token are rivals; each makes the next start claim again.
+5. **Add what is newer; never write over another's** (the store's
+   :meth:`~.stores.TokenStore.save_renewed`): in Maestro the new token is *added* beside
+   the one it renews (a note naming its generation, sending no other key), and every
+   bot takes the first renewal of each generation, in the store's order, as the next
+   link (:func:`.tokens.follow`). Every :data:`.stores.FOLD_AT`-th renewal is written over
+   the token instead, over a read made right before it, folding the renewals in. In a
+   local file, the new token is written over a read made right before it. A token is
+   never written where there is none any more (``logout`` stays logged out), nor over a
+   value that cannot be read.
 
 Notes are *added* (a Maestro key of their own, a file of their own) and never rewrite the
-token or any other key, so no claim can undo a renewed token, bring a logged-out one back,
-or revert an operator's edit; only the one token write of a renewal writes the set whole
-(Maestro has no conditional write), over a read made right before it.
+token or any other key, so no claim or renewal can undo a renewed token, bring a
+logged-out one back (a renewal of a token that is gone leads nowhere), or revert an
+operator's edit. The credential is written whole only by a person's sign-in or ``logout``,
+by a token kept on a Runner while Maestro was down, and by one renewal in
+:data:`.stores.FOLD_AT` (Maestro has no conditional write).
 
 The concurrency rule in plain words: one thread of a process renews at a time (a lock);
 between processes nothing is locked, and the order in which the store keeps the claims
-decides which bot renews.
+and the renewals decides which bot renews and which token is the next.
 
 Cost: nothing while the access token is valid and not due. The leader's renewal: one
-token request, one read, one write. A bot that finds another's token: one read. A start
-on an expired token: a claim (one added note) and a read for each bot; one token request,
-a read and a write for the first; a read every half second for the others until its
-token is stored. No fixed wait. When the store cannot be read, the bot refreshes on its
-own: being able to work matters more than saving a request.
-``MS365_COORDINATE_REFRESH=0`` turns rules 1-4 off (each bot refreshes at expiry without
-looking).
+token request and one write (added). A bot that finds another's token: one read. A lone
+bot's start on an expired token: its start's read, one token request, one write (what a
+hand-written bot pays). A herd's start: a claim (one added note) and a read for each bot;
+one token request and a write for the first; a read every half second for the others
+until its token is stored. No fixed wait. A folding renewal: one read more. When the
+store cannot be read, the bot refreshes on its own: being able to work matters more than
+saving a request. ``MS365_COORDINATE_REFRESH=0`` turns rules 1-4 off (each bot refreshes
+at expiry without looking).
 
 What it guarantees: two bots refresh the same token only when one comes due while the
 other's refresh is under way (read, token request, write: ``d``, about a second against
@@ -60,12 +72,15 @@ Microsoft and Maestro): with ``N`` bots over a window ``W`` and no leader, about
 ``(N - 1) * d / W`` (16 bots, hour-long tokens, ``d`` = 2 s: 5%). At a start on an
 expired token, one bot refreshes, and a second only when the first's claim lapsed or was
 given up while it still renewed, or (when the store does not list the claims in the order
-they reached it) when a claim that reached it late sorts first. An extra refresh costs a token
-request, never the authorization: Microsoft does not revoke a refresh token when it issues
-a new one. The odds that the one whole write of a renewal reverts an edit an operator
-makes to another key of the credential: that edit must reach Maestro within the moment
-between that write's read and the write itself (about a round trip); keep the token in a
-credential of its own (``token_label``) and it is none.
+they reached it) when a claim that reached it late sorts first; except on a credential
+that had been a lone bot's, where every bot of the first herd start refreshes once (and
+the next start claims). An extra refresh costs a token request, never the authorization:
+Microsoft does not revoke a refresh token when it issues a new one. A renewal that is
+added can undo nothing, however late it reaches Maestro. A whole write (a fold, a
+sign-in, ``logout``) reverts an edit an operator makes to another key of the credential,
+or a logout, only when that edit reaches Maestro between the write's read and the write
+itself (about a round trip and the write's own time); keep the token in a credential of
+its own (``token_label``) and an edit is never at risk.
 
 Maestro down: at start, a still-valid token kept on this machine (:class:`Fallback`) lets
 the bot work until it expires; a renewed token Maestro cannot take is kept there and
@@ -98,12 +113,13 @@ from .errors import (
     StoreUnavailable,
     TokenFormatError,
 )
-from .persistence import CLAIM, REFUSED, RELEASE, Fallback, Note
+from .persistence import CLAIM, HERD, REFUSED, RELEASE, Fallback, Note
 from .renewal import (
     CLAIM_SECONDS,
     LONGEST_CLAIM,
     LOOK_AGE,
     POLL,
+    QUIET_STARTS,
     SEE_OWN_CLAIM,
     Schedule,
 )
@@ -483,6 +499,9 @@ class TokenLifecycle:
         if isinstance(stored, dict):
             if self._adopt_if_newer(stored):
                 return False
+            if expired and not refused and claims is None and self._alone(stored):
+                self.store.quiet += 1
+                return self.refresh_now()  # rule 4's exception: a lone bot's start
             if expired:
                 return self._renew_expired(stored, claims)
         # not due for another, or nothing (readable) stored: refresh; the write after it
@@ -507,6 +526,14 @@ class TokenLifecycle:
         log.info("Another bot renewed the token; using it from %s", self.store.location)
         return True
 
+    def _alone(self, stored: dict[str, Any]) -> bool:
+        """Whether the token's last :data:`.renewal.QUIET_STARTS` renewals met no other
+        bot, and nothing in the store says another is starting now or started with the
+        last renewer (a claim, a herd note, rival renewals)."""
+        start = generation(stored)
+        return self.store.quiet >= QUIET_STARTS and not self.store.crowded and not any(
+            n.generation == start and n.kind in (CLAIM, HERD) for n in self.store.notes())
+
     def _renew_expired(self, stored: dict[str, Any], claims: str | None = None) -> bool:
         """Rule 4: claim the expired token (a note: it rewrites nothing); the first live
         claim in the store's order renews, the others wait for its token, or for it to give
@@ -522,11 +549,14 @@ class TokenLifecycle:
         except StoreError:
             return self.refresh_now(claims)
         deadline = began + 2 * self.claim_seconds + POLL
+        waited_on: str | None = None
         while True:
             read = self._read(max_age=0.0)
             if not isinstance(read, dict):
                 return self.refresh_now(claims)  # no readable token any more: for itself
             if self._adopt_if_newer(read):
+                if waited_on is not None and self.store.quiet:
+                    self._met_herd(me)  # its renewer did not see this bot
                 return False
             now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
@@ -544,7 +574,11 @@ class TokenLifecycle:
             first = next((n for n in claimed if n.by == me
                           or now < n.at <= now + LONGEST_CLAIM), None)
             if first is None or first.by == me or began + waited >= deadline:
+                met = self.store.crowded or waited_on is not None or any(
+                    n.by != me for n in claimed) or any(n.kind == HERD for n in notes)
+                self.store.quiet = 0 if met else self.store.quiet + 1
                 return self._renew_claimed(start, me, claims)
+            waited_on = first.by
             self.sleep(POLL)
 
     def _renew_claimed(self, start: int, me: str, claims: str | None = None) -> bool:
@@ -563,6 +597,14 @@ class TokenLifecycle:
         if self.outcome not in ("saved", "newer kept"):
             self._release(start, me)
         return refreshed
+
+    def _met_herd(self, me: str) -> None:
+        """Say that this bot waited on the renewal of the token held (a note): the next
+        start on it claims before renewing, as a herd's must."""
+        try:
+            self.store.add_note(Note(HERD, self.store.generation, me, self.clock.now()))
+        except StoreError as exc:
+            log.debug("Could not note the herd on %s: %s", self.store.location, exc)
 
     def _release(self, start: int, me: str, kind: str = RELEASE) -> None:
         try:

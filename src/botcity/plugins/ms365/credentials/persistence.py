@@ -45,19 +45,30 @@ ORPHAN_SECONDS = 60.0
 
 
 #: The kinds of note: a bot renews generation ``generation`` for the others until ``at``;
-#: it gave that up; Microsoft refused its renewal for want of a person.
-CLAIM, RELEASE, REFUSED = "claim", "release", "refused"
-_NOTE = re.compile(r"\.(claim|release|refused)\.(\d{1,15})\.([0-9a-f]{1,32})")
+#: it gave that up; Microsoft refused its renewal for want of a person; it waited on
+#: another's renewal of ``generation`` (several bots started together); and the renewed
+#: token that follows generation ``generation`` (its ``text``).
+CLAIM, RELEASE, REFUSED, HERD, NEXT = "claim", "release", "refused", "herd", "next"
+_NOTE = re.compile(r"\.(claim|release|refused|herd|next)\.(\d{1,15})\.([0-9a-f]{1,32})")
 
 
 class Note(NamedTuple):
     """An entry beside the token (see the module's docstring); ``by`` is a bot's name in
-    notes, ``at`` a time (epoch seconds) whose meaning the kind gives."""
+    notes, ``at`` a time (epoch seconds) whose meaning the kind gives; a *next* note holds
+    a token's ``text`` instead."""
 
     kind: str
     generation: int
     by: str
     at: float = 0.0
+    text: str = ""
+
+    def value(self) -> str:
+        """What the note's entry holds."""
+        return self.text if self.kind == NEXT else repr(self.at)
+
+    def __repr__(self) -> str:  # a next note's text is a token: never shown
+        return f"Note({self.kind}, {self.generation}, {self.by}, at={self.at})"
 
     def name(self, base: str) -> str:
         return f"{base}.{self.kind}.{self.generation}.{self.by}"
@@ -70,6 +81,8 @@ class Note(NamedTuple):
         match = _NOTE.fullmatch(name[len(base):])
         if match is None:
             return None
+        if match.group(1) == NEXT:
+            return Note(NEXT, int(match.group(2)), match.group(3), text=value or "")
         try:
             at = float(value or 0)
         except ValueError:
@@ -91,6 +104,10 @@ class TextPersistence:
     location = "?"
     #: What a person removes to start over, for messages.
     removal = "remove it"
+    #: Whether a renewed token is added beside the text (a *next* note) rather than
+    #: written over it: places that several machines share, slowly and without a
+    #: conditional write (Maestro).
+    takes_renewals = False
 
     def load(self, max_age: float | None = None) -> str | None:
         """The text held now (None: none); ``max_age``: an earlier read this recent will
@@ -225,7 +242,7 @@ class FileText(TextPersistence):
             return []
         for candidate in candidates:
             try:
-                note = Note.parse(base, candidate.name, candidate.read_text(encoding="ascii"))
+                note = Note.parse(base, candidate.name, candidate.read_text(encoding="utf-8"))
                 made = candidate.stat().st_mtime_ns
             except (OSError, ValueError):
                 continue
@@ -237,8 +254,8 @@ class FileText(TextPersistence):
         path = self.path.parent / note.name(f".{self.path.name}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(path, "x", encoding="ascii") as handle:
-                handle.write(repr(note.at))
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(note.value())
         except FileExistsError:
             return
         except OSError as exc:
@@ -287,7 +304,11 @@ class FileText(TextPersistence):
 
 class MaestroText(TextPersistence):
     """Key ``key`` of the BotCity Maestro credential ``label``; the other keys of the set
-    are never changed (see :class:`MaestroVault`)."""
+    are never changed (see :class:`MaestroVault`). A renewed token is added as a key of
+    its own (``<key>.next.<generation>.<bot>``, a *next* note): Maestro's only write that
+    sends no other key, so it cannot undo an operator's edit, a newer token or a logout."""
+
+    takes_renewals = True
 
     def __init__(self, vault: MaestroVault, label: str, key: str = "token") -> None:
         self.vault = vault
@@ -308,19 +329,21 @@ class MaestroText(TextPersistence):
         self.vault.write(self.label, self.key, text, drop=drop.__contains__)
 
     def notes(self) -> list[Note]:
-        """The keys ``<key>.claim.<generation>.<bot>`` (and ``release``) of the set as last
-        read, in the order Maestro lists them."""
+        """The keys ``<key>.claim.<generation>.<bot>`` (and the other kinds) of the set as
+        last read, in the order Maestro lists them."""
         values = self.vault.read(self.label, max_age=None)
         notes = (Note.parse(self.key, name, value) for name, value in (values or {}).items())
         return [note for note in notes if note is not None]
 
     def add_note(self, note: Note) -> None:
-        self.vault.add(self.label, note.name(self.key), repr(note.at))
+        self.vault.add(self.label, note.name(self.key), note.value())
 
     def remove(self) -> bool:
+        """Remove the token and every note beside it (renewed tokens among them)."""
         if self.load(max_age=0) is None:
             return False
-        self.vault.remove(self.label, self.key)
+        notes = {note.name(self.key) for note in self.notes()}
+        self.vault.remove(self.label, self.key, also=notes.__contains__)
         return True
 
 

@@ -34,7 +34,7 @@ LEADER_SHARE = 0.1
 #: How long a claim on an expired token holds: its bot renews within it (a token request
 #: and a write, about a second; when Microsoft keeps it retrying longer, another bot takes
 #: over). A claimer that was killed holds the others this long at most.
-CLAIM_SECONDS = 8.0
+CLAIM_SECONDS = 6.0
 #: A claim that lasts longer than this was timed by a wrong clock: it does not count.
 LONGEST_CLAIM = 60.0
 #: Seconds between the reads of a bot waiting for another's token.
@@ -43,8 +43,11 @@ POLL = 0.5
 #: reads a moment after it took it).
 SEE_OWN_CLAIM = 3.0
 #: How old the read that decides how to renew an expired token may be (the start's read
-#: serves: the write after the refresh reads again).
+#: serves).
 LOOK_AGE = 2.0
+#: After this many renewals in a row that met no other bot, a bot that finds the token
+#: expired renews it without claiming it first (a lone bot's start: one write).
+QUIET_STARTS = 2
 
 
 def window(entry: dict[str, Any]) -> tuple[float, float]:

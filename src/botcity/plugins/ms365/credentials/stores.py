@@ -15,6 +15,12 @@ Rules every store keeps:
   any more (after ``botcity-ms365 logout``), except by a person's sign-in;
 - a save writes the token as the next generation of what the store holds right then, and
   leaves a newer one (another bot's, a new consent) in place;
+- in a store several machines share (Maestro), a renewed token is *added* beside the
+  written one (a note naming the generation it renews: ``persistence.py``), which sends
+  no other key and so can undo nothing: no operator's edit, no newer token, no logout (a
+  renewal of a token that is gone leads nowhere). Readers follow the renewals to the
+  newest (:func:`.tokens.follow`). Every :data:`FOLD_AT`-th renewal is written over the
+  token instead, over a read made right before, and drops the notes it folds in;
 - secrets never reach ``repr()``, logs or messages.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ from .discovery import KEY as DISCOVERY_KEY
 from .discovery import Discovery
 from .errors import StoreError, TokenFormatError
 from .persistence import (
+    NEXT,
     Fallback,
     FileText,
     MaestroText,
@@ -44,10 +52,12 @@ from .persistence import (
 from .tokens import (
     META_KEY,
     client_type,
+    follow,
     generation,
     issued_at,
     meta,
     parse_token,
+    quiet,
     summarize,
     usable_for,
     with_meta,
@@ -56,6 +66,9 @@ from .tokens import (
 log = logging.getLogger(__name__)
 
 DEFAULT_FILENAME = "o365_token.txt"
+#: The renewal that would make this many beside the written token is written over it
+#: instead (the one write of a renewal that sends the whole credential: see the rules).
+FOLD_AT = 8
 
 
 class UnsavedToken(Exception):
@@ -89,6 +102,15 @@ class TokenStore(BaseTokenBackend):
         self._from_store = False
         #: msal's discovery answers, saved with the token (see ``discovery.py``).
         self.discovery = Discovery()
+        #: How many renewals in a row met no other bot renewing, as the held token says;
+        #: a save writes it (the lifecycle sets it before a renewal's save).
+        self.quiet = 0
+        #: What the last read found: how many renewals beside the written token, and
+        #: whether several bots renewed its newest token (started together).
+        self.links = 0
+        self.crowded = False
+        self._name = secrets.token_hex(6)
+        self._renewals = 0
 
     @property
     def location(self) -> str:
@@ -124,9 +146,11 @@ class TokenStore(BaseTokenBackend):
         with self._lock:
             self._has_state_changed = False
             cache = {k: v for k, v in self._cache.items() if k != META_KEY}
-            return with_meta(cache, {**summarize(cache, self.client_type, now=self.clock.now(),
-                                                 generation=stamp),
-                                     **self.discovery.entry()})
+            entry = {**summarize(cache, self.client_type, now=self.clock.now(),
+                                 generation=stamp), **self.discovery.entry()}
+            if self.quiet:
+                entry["quiet"] = self.quiet
+            return with_meta(cache, entry)
 
     def deserialize(self, token_cache_state: str | bytes) -> dict:
         with self._lock:
@@ -141,16 +165,16 @@ class TokenStore(BaseTokenBackend):
         """Take what the ``botcity`` entry of a stored token says, and remove it."""
         self.client_type = client_type(data)
         self.generation = generation(data)
+        self.quiet = quiet(data)
         self.discovery.load(meta(data).get(DISCOVERY_KEY), self.clock.now())
         data.pop(META_KEY, None)
 
     def load_token(self) -> bool:
-        text = self.persistence.load()
-        if not text or not text.strip():
+        stored = self.read_stored(max_age=None)
+        if stored is None:
             log.debug("No token in %s", self.location)
             return False
-        self._cache = self.deserialize(text)
-        self._from_store = True
+        self.adopt(stored)
         return True
 
     def save_token(self, force: bool = False) -> bool:
@@ -188,8 +212,9 @@ class TokenStore(BaseTokenBackend):
         return bool(text and text.strip())
 
     def delete_token(self) -> bool:
+        empty: dict[str, Any] = {}
         with self._lock:
-            self._cache = {}
+            self._cache = empty
         return self.persistence.remove()
 
     # -- what the lifecycle reads and writes (see lifecycle.py) ------------------------------
@@ -203,8 +228,15 @@ class TokenStore(BaseTokenBackend):
         cannot be read. ``max_age``: an earlier read this recent will do."""
         text = self.persistence.load(max_age=max_age)
         if not text or not text.strip():
+            self.links, self.crowded = 0, False
             return None
-        return parse_token(text, self.location, self.removal)
+        written = parse_token(text, self.location, self.removal)
+        if not self.persistence.takes_renewals:
+            return written
+        chain = follow(written, ((n.generation, n.text) for n in self.persistence.notes()
+                                 if n.kind == NEXT), self.location)
+        self.links, self.crowded = chain.links, chain.crowded
+        return chain.token
 
     def adopt(self, stored: dict[str, Any]) -> None:
         """Use a token another bot stored (from :meth:`read_stored`) instead of ours."""
@@ -246,6 +278,9 @@ class TokenStore(BaseTokenBackend):
         :class:`UnsavedToken` when the store failed."""
         if self.read_only:
             return "not written (read-only)"
+        if self.persistence.takes_renewals and self._from_store and (
+                self.links + 1 < FOLD_AT):
+            return self._add_renewal()
         try:
             stored = self.read_stored(max_age=0.0)
         except TokenFormatError:
@@ -265,6 +300,27 @@ class TokenStore(BaseTokenBackend):
             return "newer kept"
         return self._write(generation(stored) + 1)
 
+    def _add_renewal(self) -> str:
+        """Add the held token beside the stored one as the renewal of the generation held:
+        no read first, since the add rewrites nothing (a rival renewal of the same
+        generation, added first, is the one readers take; this bot's is as good for
+        itself)."""
+        self._renewals += 1
+        text = self.text(self.generation + 1)
+        try:
+            self.persistence.add_note(Note(NEXT, self.generation,
+                                           f"{self._name}{self._renewals:x}", text=text))
+        except StoreError as exc:
+            if exc.status == 404:  # the label was deleted meanwhile: stays deleted
+                log.warning("%s is gone (deleted?); the renewed token is not written back",
+                            self.location)
+                return "not written (removed)"
+            raise UnsavedToken(exc, text) from None
+        self.generation += 1
+        self.links += 1
+        log.debug("Renewed token added to %s", self.location)
+        return "saved"
+
     def replace_stored(self) -> None:
         """Write the held token over what is stored (a person's sign-in, an operator's
         copy): absent or readable, never a value that cannot be read."""
@@ -276,6 +332,7 @@ class TokenStore(BaseTokenBackend):
         self.generation = max(generation(stored) + 1, int(self.clock.now()))
         self.persistence.save(self.serialize(), generation=self.generation)
         self._from_store = True
+        self.links, self.crowded = 0, False
 
     def _write(self, next_generation: int) -> str:
         text = self.text(next_generation)
@@ -285,6 +342,7 @@ class TokenStore(BaseTokenBackend):
             raise UnsavedToken(exc, text) from None
         self.generation = next_generation
         self._from_store = True
+        self.links, self.crowded = 0, False  # the write folded the renewals in
         log.debug("Token saved to %s", self.location)
         return "saved"
 
@@ -297,10 +355,11 @@ class TokenStore(BaseTokenBackend):
     def copy_to(self, other: TokenStore) -> dict[str, Any]:
         """Write this store's token, checked, over ``other``'s (absent or readable); return
         its summary."""
-        text = self.persistence.load()
-        if not text or not text.strip():
+        stored = self.read_stored(max_age=None)
+        if stored is None:
             raise StoreError(f"There is no token in {self.location} to copy.")
-        other._cache = self.deserialize(text)
+        self.adopt(stored)
+        other._cache = {k: v for k, v in stored.items() if k != META_KEY}
         other.client_type = self.client_type
         other.replace_stored()
         return other.summary()

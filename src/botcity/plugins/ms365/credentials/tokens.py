@@ -10,7 +10,11 @@ plugin's bots use to agree on one token:
 - ``renewing``: ``{"by", "until"}``, a claim 1.0.0 bots wrote into the token (1.1 bots
   claim with notes beside it: ``lifecycle.py``); read, checked and ignored.
 - ``discovery``: msal's discovery answers, so that a renewal needs no request but the
-  token's (see ``discovery.py``; never a reason to refuse a token).
+  token's (see ``discovery.py``; never a reason to refuse a token);
+- ``quiet``: how many renewals in a row met no other bot renewing (``lifecycle.py``).
+
+A shared store keeps renewed tokens beside the written one, each naming the generation it
+renews (:func:`follow` finds the newest).
 
 msal and O365 ignore the entry, so a plugin token loads in plain O365 and an O365 2.x
 ``o365_token.txt`` loads here. A value that is not such a document, or whose numbers are
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from .errors import TokenFormatError
 from .scopes import RESERVED, permission_name
@@ -129,6 +134,54 @@ def _meta_ok(meta: object) -> bool:
     claim = meta.get("renewing")
     return claim is None or (isinstance(claim, dict) and isinstance(claim.get("by"), str)
                              and len(claim["by"]) <= 64 and _number_ok(claim.get("until")))
+
+
+class Chain(NamedTuple):
+    """Where the renewals beside a written token lead (:func:`follow`)."""
+
+    #: the newest token: the written one, or the last renewal of the chain
+    token: dict[str, Any]
+    #: how many renewals lead from the written token to it
+    links: int
+    #: more than one bot renewed the last token of the chain (they started together)
+    crowded: bool
+
+
+#: A chain is followed this far at most (a credential holds a few renewals: see stores.py).
+LONGEST_CHAIN = 256
+
+
+def follow(written: dict[str, Any], renewals: Iterable[tuple[int, str]],
+           where: str) -> Chain:
+    """The newest token from ``written`` and ``renewals`` (``(generation renewed, text)``
+    in the order the store keeps them): each generation's first renewal that is a token
+    of the same app and account and of a later generation is the next link. A renewal
+    that cannot be read is passed over (never a reason to refuse the written token)."""
+    by_generation: dict[int, list[str]] = {}
+    for renewed, text in renewals:
+        by_generation.setdefault(renewed, []).append(text)
+    token, links, crowded = written, 0, False
+    who = identity(written)
+    while links < LONGEST_CHAIN:
+        current = generation(token)
+        found: list[dict[str, Any]] = []
+        for text in by_generation.get(current, []):
+            try:
+                candidate = parse_token(text, where)
+            except TokenFormatError:
+                continue
+            if identity(candidate) == who and generation(candidate) > current:
+                found.append(candidate)
+        if not found:
+            break
+        token, links, crowded = found[0], links + 1, len(found) > 1
+    return Chain(token, links, crowded)
+
+
+def quiet(data: dict[str, Any] | None) -> int:
+    """How many renewals in a row met no other bot renewing (0: unknown, or they did)."""
+    value = meta(data).get("quiet", 0)
+    return value if isinstance(value, int) and 0 <= value < _BIGGEST else 0
 
 
 # -- what the botcity entry says ----------------------------------------------------------

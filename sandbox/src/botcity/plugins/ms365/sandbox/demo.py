@@ -79,7 +79,7 @@ def run_demo(bot_path: str, timeout: float) -> int:
                  "consent page and accepts\n    (here the sandbox plays the person).")
         # what bot_example/bot.py asks for: it sends a report email
         sandbox.authorize(DEMO_LABEL, ["basic", "mail_send"])
-        stored = sandbox.maestro.secret(DEMO_LABEL, "token") or ""
+        stored = sandbox.stored_token(DEMO_LABEL) or ""
         meta = json.loads(stored)["botcity"]
         keys = [i["key"] for i in sandbox.maestro.credentials[DEMO_LABEL]]
         _say(f"Signed in as {meta['account']}, permissions {', '.join(meta['permissions'])}.\n"
@@ -102,13 +102,13 @@ def run_demo(bot_path: str, timeout: float) -> int:
 
         _step(5, "An hour later the access token has expired; the Runner starts the bot "
                  "again:")
-        before = sandbox.maestro.secret(DEMO_LABEL, "token")
+        before = sandbox.stored_token(DEMO_LABEL)
         sandbox.force_expiry()
         sandbox.requests.clear()
         task, output = _run_bot(sandbox, bot, timeout)
         _say(output, indent=6)
         refreshes = len(sandbox.token_requests("refresh_token"))
-        after = sandbox.maestro.secret(DEMO_LABEL, "token")
+        after = sandbox.stored_token(DEMO_LABEL)
         rotated = _refresh_secret(after) != _refresh_secret(before)
         kept = sandbox.maestro.secret(DEMO_LABEL, "client_secret") == sandbox.app.secret
         _say(f"Task {task.id} finished {task.finish_status}: {task.finish_message}\n"

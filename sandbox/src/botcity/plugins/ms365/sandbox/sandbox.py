@@ -305,13 +305,35 @@ class Sandbox:
 
     def force_expiry(self, *, token_key: str = "token") -> None:
         """Expire every access token on the server and in every token stored in Maestro
-        (in every workspace)."""
+        (in every workspace): the key ``token_key``, and the renewed tokens the plugin adds
+        beside it (``<token_key>.next.<generation>.<bot>``)."""
         self.tenant.expire_access_tokens()
         for space in self.maestro.workspaces.values():
             for items in space.credentials.values():
                 for item in items:
-                    if item["key"] == token_key and item.get("value"):
+                    if (item["key"] == token_key or item["key"].startswith(
+                            f"{token_key}.next.")) and item.get("value"):
                         item["value"] = expire_token_text(item["value"])
+
+    def stored_token(self, label: str, key: str = "token",
+                     organization: str | None = None) -> str | None:
+        """The newest token the plugin keeps in Maestro credential ``label``: key ``key``,
+        or the newest renewal the plugin added beside it (a key
+        ``<key>.next.<generation renewed>.<bot>``; of several renewals of one generation,
+        bots take the first). None: no token."""
+        items = self.maestro.workspaces[organization or self.maestro.login].credentials
+        values = [(i["key"], i.get("value") or "") for i in items.get(label, [])]
+        text = dict(values).get(key)
+        while text:
+            try:
+                at = json.loads(text)["botcity"]["generation"]
+            except (ValueError, KeyError, TypeError):
+                return text
+            renewal = next((v for k, v in values if k.startswith(f"{key}.next.{at}.")), None)
+            if renewal is None:
+                return text
+            text = renewal
+        return text or None
 
     def token_requests(self, grant_type: str | None = None) -> list[Request]:
         """Requests to the identity platform's token endpoint, optionally of one grant."""

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LABEL = "herd"
+#: How long before the others the claimer of ``run_cold_starts`` starts: first, whatever a
+#: write's delay (the tests' slow Maestro: 2 s at most).
+CLAIMER_LEAD = 2.5
 
 
 @dataclass
@@ -122,6 +125,8 @@ class ColdStarts:
     failures: list[str] = field(default_factory=list)
     #: the generation the sign-in stored (a sign-in's is at least its time in seconds)
     signed_in_generation: int = 0
+    #: what the claimer process (``run_cold_starts(claimer=...)``) printed
+    claimer_output: str = ""
 
 
 def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
@@ -133,7 +138,7 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     start they build the plugin half a second before the common moment, then
     authenticate and call Graph at it. ``during(moments)``, when given, runs in a thread
     of its own meanwhile (an operator's edit, a logout). ``claimer``: one more process
-    starts 0.3 s before the others (its claim comes first) and then is killed with
+    starts 2.5 s before the others (its claim comes first) and then is killed with
     SIGKILL right after its claim (``"killed"``), or Maestro fails its token's write
     (``"failing"``)."""
     import threading
@@ -153,7 +158,10 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
         MS365_COORDINATE_REFRESH="1" if coordinate else "0")
     envs = [env] * processes
     if claimer:
-        envs = [{**env, "HERD_CLAIMER": claimer}, *envs]
+        # on a Runner of its own: a token it keeps is not on the others' machine
+        own = os.path.join(env["MS365_FALLBACK_DIR"], "claimer") if env[
+            "MS365_FALLBACK_DIR"] else ""
+        envs = [{**env, "HERD_CLAIMER": claimer, "MS365_FALLBACK_DIR": own}, *envs]
     bots = [subprocess.Popen(  # noqa: S603 - our own interpreter and file
         [sys.executable, __file__], env=one, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for one in envs]
@@ -161,8 +169,9 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
         threading.Thread(target=during, args=(moments,), daemon=True).start()
 
     def expire() -> None:
+        ahead = 1.0 + (CLAIMER_LEAD + 0.5 if claimer else 0.0)  # before anyone builds
         for moment in moments:
-            time.sleep(max(0.0, moment - 1.0 - time.time()))
+            time.sleep(max(0.0, moment - ahead - time.time()))
             sandbox.force_expiry()
 
     expirer = threading.Thread(target=expire, daemon=True)
@@ -181,20 +190,25 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     per_start = [sum(1 for g in grants if m - 0.5 <= g.at < following - 0.5)
                  for m, following in zip(moments, [*moments[1:], float("inf")],
                                          strict=True)]
+    claimer_output = ""
     if claimer:  # the claimer's own outcome is the test's to judge
-        bots, outputs = bots[1:], outputs[1:]
+        bots, outputs, claimer_output = bots[1:], outputs[1:], outputs[0]
     done = [sum(f"start {k}: ok" in out for out in outputs) for k in range(repetitions)]
     failures = [out[-2000:] for bot, out in zip(bots, outputs, strict=True) if bot.returncode != 0]
     return ColdStarts(processes, per_start, sum(d == processes for d in done), failures,
-                      signed_in)
+                      signed_in, claimer_output)
 
 
 def _as_claimer(plugin: Any, how: str) -> None:
     """Make this bot the claimer that fails: killed (SIGKILL) right after its claim is
     added, or its renewed token's write refused by Maestro (HTTP 500)."""
+    import logging
     import signal
 
     from botcity.plugins.ms365.credentials import StoreUnavailable
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("botcity.plugins.ms365.credentials").setLevel(logging.DEBUG)  # told
 
     vault = plugin._vault
     add = vault.add
@@ -215,7 +229,7 @@ def _cold_starts(moments: list[float]) -> int:
     from botcity.plugins.ms365.credentials import MS365CredentialsPlugin
 
     claimer = os.environ.get("HERD_CLAIMER", "")
-    lead = 0.3 if claimer else 0.0
+    lead = CLAIMER_LEAD if claimer else 0.0
     for k, moment in enumerate(moments):
         moment -= lead
         time.sleep(max(0.0, moment - 0.5 - time.time()))

@@ -27,10 +27,6 @@ from conftest import REPO, bot_env, run_process, script
 GraphServiceClient = pytest.importorskip("msgraph").GraphServiceClient
 from azure.core.credentials import AccessToken, AccessTokenInfo  # noqa: E402
 
-#: msgraph-sdk's generated request builders warn about their own deprecated classes
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions")]
-
 LABEL = "ms365"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 

@@ -5,7 +5,13 @@ Deployed to BotCity Maestro, a Runner starts it as
 and secret, and the user's token, come from the Maestro credential named by the task
 parameter ``ms365_credential_label`` (default ``ms365``). The first authorization is done
 once by a person (see README.md); after that every Runner uses the stored token.
+
+The task parameter ``ms365_client`` set to ``graph`` sends the report with Microsoft's
+Graph SDK on the same token (``service.credential``) instead of the Outlook plugin; it
+needs ``msgraph-sdk`` (``botcity-ms365-credentials-plugin[graph]`` in requirements.txt).
 """
+
+import asyncio
 
 from botcity.maestro import AutomationTaskFinishStatus, BotMaestroSDK
 from botcity.plugins.ms365.outlook import MS365OutlookPlugin
@@ -24,6 +30,33 @@ SCOPES = [Scopes.BASIC, Scopes.MAIL_SEND]
 BotMaestroSDK.RAISE_NOT_CONNECTED = False
 
 
+def send_with_graph_sdk(service, subject, text, to):
+    """The same email with Microsoft's Graph SDK (msgraph-sdk) on the plugin's token."""
+    from msgraph import GraphServiceClient
+    from msgraph.generated.models.body_type import BodyType
+    from msgraph.generated.models.email_address import EmailAddress
+    from msgraph.generated.models.item_body import ItemBody
+    from msgraph.generated.models.message import Message
+    from msgraph.generated.models.recipient import Recipient
+    from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
+        SendMailPostRequestBody,
+    )
+
+    async def send():
+        graph = GraphServiceClient(credentials=service.credential,
+                                   scopes=["https://graph.microsoft.com/.default"])
+        # the Graph the plugin uses: Microsoft's, another cloud's, or the sandbox's
+        graph.request_adapter.base_url = service.credential.graph_url + "/v1.0"
+        await graph.me.send_mail.post(SendMailPostRequestBody(
+            message=Message(subject=subject,
+                            body=ItemBody(content_type=BodyType.Text, content=text),
+                            to_recipients=[Recipient(email_address=EmailAddress(address=a))
+                                           for a in to]),
+            save_to_sent_items=True))
+
+    asyncio.run(send())
+
+
 def main():
     maestro = BotMaestroSDK.from_sys_args()
     execution = maestro.get_execution()
@@ -38,13 +71,15 @@ def main():
         print(f"Signed in to Microsoft 365 as {user.user_principal_name}.")
 
         # The bot's job: send its report (here, to the signed-in account itself).
-        outlook = MS365OutlookPlugin(service_account=service)
-        outlook.send_message(
-            subject=f"BotCity task {execution.task_id} report",
-            text_content="The bot ran on a BotCity Runner and used Microsoft 365 with the "
-                         "token stored in BotCity Maestro.",
-            to_addrs=[user.user_principal_name],
-        )
+        subject = f"BotCity task {execution.task_id} report"
+        text = ("The bot ran on a BotCity Runner and used Microsoft 365 with the token "
+                "stored in BotCity Maestro.")
+        if parameters.get("ms365_client") == "graph":
+            send_with_graph_sdk(service, subject, text, [user.user_principal_name])
+        else:
+            outlook = MS365OutlookPlugin(service_account=service)
+            outlook.send_message(subject=subject, text_content=text,
+                                 to_addrs=[user.user_principal_name])
         message = f"Report sent to {user.user_principal_name}."
         print(message)
         status, done, failed = AutomationTaskFinishStatus.SUCCESS, 1, 0

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BOT = Path(__file__).resolve().parent.parent / "bot.py"
 #: what bot.py asks for (the person who authorizes the bot consents to these)
 SCOPES = ["basic", "message_send"]
@@ -65,3 +67,21 @@ def test_a_revoked_token_fails_the_task_and_tells_maestro_once(ms365_sandbox):
     assert len(alerts) == 1, alerts
     assert "botcity-ms365 login" in alerts[0]["message"]
     assert ms365_sandbox.messages("sentitems") == []
+
+
+def test_the_graph_sdk_option_sends_the_same_report(ms365_sandbox):
+    """The task parameter ms365_client=graph: Microsoft's Graph SDK on the same token (needs
+    msgraph-sdk, the plugin's graph extra: skipped where it is not installed)."""
+    pytest.importorskip("msgraph")
+    ms365_sandbox.authorize(LABEL, scopes=SCOPES)
+    argv = ms365_sandbox.runner_argv(parameters={"ms365_credential_label": LABEL,
+                                                 "ms365_client": "graph"})
+
+    output = run_bot(ms365_sandbox, argv)
+
+    task = ms365_sandbox.task(argv[1])
+    assert task["finish_status"] == "SUCCESS", output
+    sent = ms365_sandbox.messages("sentitems")
+    assert [m["subject"] for m in sent] == [f"BotCity task {argv[1]} report"]
+    assert sent[0]["toRecipients"][0]["emailAddress"]["address"] == ms365_sandbox.user
+    assert ms365_sandbox.alerts() == []

@@ -11,6 +11,7 @@ credential (or a local file), so an unattended Runner gets an authenticated
     account = service.ms365_account
 """
 
+from .azure_credential import MS365TokenCredential
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -38,6 +39,7 @@ __all__ = [
     "FileTokenStore",
     "MS365CredentialsError",
     "MS365CredentialsPlugin",
+    "MS365TokenCredential",
     "MaestroTokenStore",
     "Scopes",
     "ServiceUnavailable",

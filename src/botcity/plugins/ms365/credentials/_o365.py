@@ -379,7 +379,7 @@ class PluginConnection(Connection):
         gets no answer within the timeout raises :class:`ServiceUnavailable`."""
         if self.session is None:
             self.session = self.get_session(load_token=True)
-        if self.lifecycle.before_request():
+        if self.lifecycle.before_request() or self._behind():
             self._apply()
         for repeated in (False, True):
             try:
@@ -397,6 +397,13 @@ class PluginConnection(Connection):
                                                 sent=_sent_token(exc))
                 self._apply()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _behind(self) -> bool:
+        """Whether the session carries another access token than the one held (the token
+        was renewed by another of its users in this process: ``service.credential``)."""
+        held = self.token_backend.get_access_token(username=self.username)
+        return held is not None and self.session.headers.get("Authorization") != (
+            f"Bearer {held['secret']}")
 
     def _no_token(self) -> AuthorizationRequired:
         return AuthorizationRequired(

@@ -24,6 +24,7 @@ from .app_credentials import (
     from_credential,
     resolve_app_credentials,
 )
+from .azure_credential import MS365TokenCredential
 from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
     AuthorizationError,
@@ -146,6 +147,9 @@ class MS365CredentialsPlugin:
                 "or the key tenant_id of the Maestro credential) to your tenant's id or "
                 "domain, such as contoso.onmicrosoft.com.")
         self._credential_label = credential_label
+        self._graph_url = https_url(graph_url or settings.graph_url or
+                                    _o365.DEFAULT_GRAPH_URL, "graph_url", allow_local_http=True)
+        self._token_credential: MS365TokenCredential | None = None
         self._consent = consent or settings.consent or None
         self._timeout = settings.consent_timeout
         self._account = _o365.build_account(
@@ -156,8 +160,7 @@ class MS365CredentialsPlugin:
             authority_host=https_url(
                 authority_host or settings.authority_host or _o365.DEFAULT_AUTHORITY_HOST,
                 "authority_host", allow_local_http=False),
-            graph_url=https_url(graph_url or settings.graph_url or _o365.DEFAULT_GRAPH_URL,
-                                "graph_url", allow_local_http=True),
+            graph_url=self._graph_url,
             timeout=settings.http_timeout,
             retry_budget=settings.retry_seconds,
             cae=settings.cae,
@@ -197,6 +200,24 @@ class MS365CredentialsPlugin:
         except AuthorizationRequired:
             return False
         return True
+
+    @property
+    def credential(self) -> MS365TokenCredential:
+        """The same token for Microsoft's Graph SDK and azure-core clients: an azure-core
+        ``TokenCredential`` (and ``SupportsTokenInfo``), renewed and stored as
+        :attr:`ms365_account`'s is (see :mod:`.azure_credential`)::
+
+            graph = GraphServiceClient(credentials=service.credential,
+                                       scopes=["https://graph.microsoft.com/.default"])
+
+        Needs azure-core (``pip install "botcity-ms365-credentials-plugin[graph]"`` brings
+        it with msgraph-sdk); without it, :class:`ConfigurationError` says so."""
+        if self._token_credential is None:
+            self._token_credential = MS365TokenCredential(
+                self._lifecycle, granted=lambda: _o365.granted_permissions(self._account),
+                refuse=self._credential_refused, graph_url=self._graph_url,
+                tenant_id=self._app.tenant_id, app_only=self._app_only)
+        return self._token_credential
 
     @property
     def token_store(self) -> TokenStore:
@@ -402,6 +423,21 @@ class MS365CredentialsPlugin:
         self._notify("Microsoft 365 sign-in refused",
                      f"The bot cannot renew the Microsoft 365 token in "
                      f"{self._store.location}: {error}", error=True, once=self._stopped)
+
+    def _credential_refused(self, problem: str,
+                            missing: frozenset[str]) -> AuthorizationRequired:
+        """The error :attr:`credential` raises for a token that cannot be used (``problem``:
+        what is wrong with it; ``missing``: the permissions it lacks), naming the command
+        that fixes it; the operator gets one Maestro alert."""
+        permissions = self._with_granted(missing | frozenset(Scopes.BASIC.permissions))
+        error = AuthorizationRequired(
+            f"No usable Microsoft 365 token for Microsoft's Graph SDK: the token in "
+            f"{self._store.location} {problem}. A person must authorize once, on a machine "
+            f"with a browser: {self._login_command(permissions)}",
+            missing_permissions=tuple(sorted(missing)))
+        self._notify("Microsoft 365 authorization required", str(error), error=True,
+                     once=self._stopped)
+        return error
 
     def _ensure_usable(self) -> None:
         self._lifecycle.check(app_only=self._app_only)

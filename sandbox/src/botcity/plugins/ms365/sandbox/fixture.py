@@ -37,8 +37,9 @@ class MS365Sandbox:
 
     Attributes:
         env: environment variables that point a bot process (this plugin, O365,
-            botcity-maestro-sdk) at the sandbox: ``REQUESTS_CA_BUNDLE`` (the sandbox CA
-            plus the usual public ones), ``MS365_AUTHORITY_HOST``, ``MS365_GRAPH_URL``,
+            botcity-maestro-sdk) at the sandbox: ``REQUESTS_CA_BUNDLE`` and
+            ``SSL_CERT_FILE`` (the sandbox CA plus the usual public ones, for requests and
+            for httpx, Microsoft's Graph SDK's), ``MS365_AUTHORITY_HOST``, ``MS365_GRAPH_URL``,
             ``MS365_TENANT_ID``, ``MS365_CLIENT_ID``/``MS365_CLIENT_SECRET`` (the
             local-file path), ``BOTCITY_SERVER``/``BOTCITY_LOGIN``/``BOTCITY_KEY``, and
             ``MS365_FALLBACK_DIR`` (a folder of the test's own). Pass

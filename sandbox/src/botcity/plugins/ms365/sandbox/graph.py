@@ -3,7 +3,8 @@ OneDrive and Excel plugins use, answering with the shapes Microsoft Graph return
 
 - users: ``/me``, ``/users/{id}``;
 - mail: ``POST /me/sendMail`` (a message to the sandbox user lands in its inbox),
-  ``GET /me/mailFolders/{folder}/messages`` with ``$filter`` on the subject;
+  ``GET /me/mailFolders/{folder}/messages`` and ``GET /me/messages`` (every folder) with
+  ``$filter`` on the subject;
 - files: the user's drive (``/me/drive``, ``/drives/{id}``), its root and children,
   items by path, small uploads (``PUT .../{parent}:/{name}:/content``) and downloads;
 - Excel: workbook sessions, worksheets and ``range(address=...)`` of workbooks that a
@@ -15,7 +16,9 @@ expired -> 401 InvalidAuthenticationToken; a missing permission -> 403.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import mimetypes
 import re
 import threading
@@ -67,6 +70,8 @@ class GraphService(Service):
         #: item id -> sheet name -> rows of cell values
         self.workbooks: dict[str, dict[str, list[list[Any]]]] = {}
         self._ids = itertools.count(1)
+        #: access token -> the claims its challenge asks for (:meth:`challenge_issued`)
+        self._challenged: dict[str, str] = {}
         self._lock = threading.RLock()
         super().__init__(log, tls)
 
@@ -79,6 +84,7 @@ class GraphService(Service):
             ("GET", r"/v1\.0/users/(?P<user_id>[^/]+)", self._user),
             ("POST", r"/v1\.0/me/sendMail", self._send_mail),
             ("GET", r"/v1\.0/me/mailFolders/(?P<folder>[^/]+)/messages", self._list_mail),
+            ("GET", r"/v1\.0/me/messages", lambda request: self._list_mail(request, None)),
             ("GET", r"/v1\.0/me/drive", self._drive),
             ("GET", rf"{drive}/root", lambda request: self._item(request, "root")),
             ("GET", rf"{drive}/root/children",
@@ -186,13 +192,15 @@ class GraphService(Service):
         token = self._token(request, "Mail.Send")
         if isinstance(token, Reply):
             return token
-        body = request.json() or {}
+        # the action's parameters are "Message" and "SaveToSentItems" in Graph's metadata
+        # (what msgraph-sdk sends) and camelCase in its docs: Graph takes either
+        body = {str(k).lower(): v for k, v in (request.json() or {}).items()}
         message = body.get("message", {})
         recipients = [r.get("emailAddress", {}).get("address", "").lower()
                       for r in message.get("toRecipients", [])]
         # Graph keeps a copy in Sent Items unless saveToSentItems is false; a message to
         # the signed-in account itself also lands in its Inbox.
-        folders = [] if str(body.get("saveToSentItems", True)).lower() == "false" else [
+        folders = [] if str(body.get("savetosentitems", True)).lower() == "false" else [
             "sentitems"]
         if self.tenant.user.upn.lower() in recipients:
             folders.append("inbox")
@@ -217,7 +225,8 @@ class GraphService(Service):
                 })
         return Reply(202)
 
-    def _list_mail(self, request: Request, folder: str) -> Reply:
+    def _list_mail(self, request: Request, folder: str | None) -> Reply:
+        """The messages of ``folder``; None: of every folder (``/me/messages``)."""
         token = self._token(request, "Mail.Read", "Mail.ReadWrite")
         if isinstance(token, Reply):
             return token
@@ -228,7 +237,8 @@ class GraphService(Service):
                                "The sandbox understands only subject eq '...' and "
                                "contains(subject, '...').")
         with self._lock:
-            found = [m for m in self.messages if m["parentFolderId"] == folder.lower()]
+            found = [m for m in self.messages
+                     if folder is None or m["parentFolderId"] == folder.lower()]
         if match and match.group("eq") is not None:
             found = [m for m in found if m["subject"] == match.group("eq").replace("''", "'")]
         elif match:
@@ -365,7 +375,8 @@ class GraphService(Service):
         if time.time() >= token.expires_at:
             return graph_error(401, "InvalidAuthenticationToken",
                                "Lifetime validation failed, the token is expired.")
-        return token
+        challenge = self._challenge(header.removeprefix("Bearer "))
+        return challenge or token
 
     def _me(self, request: Request) -> Reply:
         token = self._authorize(request)
@@ -396,3 +407,40 @@ class GraphService(Service):
             "preferredLanguage": "en-US", "surname": "User",
             "userPrincipalName": user.upn, "id": user.oid,
         })
+
+    # -- test-only: a claims challenge ----------------------------------------------------
+    # A minimal control for the Graph SDK's tests (tests/test_graph_sdk.py): Graph refuses
+    # the access tokens issued so far with continuous access evaluation's challenge, as
+    # after a critical event. Separate from the rest so that a fuller model of CAE can
+    # replace it.
+    def challenge_issued(self, claims: str | None = None) -> str:
+        """From now on, every access token issued so far is answered 401 with a claims
+        challenge (``WWW-Authenticate: Bearer ..., error="insufficient_claims",
+        claims="<base64>"``); tokens issued later are not. ``claims`` (JSON) defaults to
+        what Graph asks after a critical event: a token issued from now on
+        (``{"access_token":{"nbf":{"essential":true,"value":"<now>"}}}``, Microsoft: "How
+        to use Continuous Access Evaluation enabled APIs in your applications"). Returns
+        the claims."""
+        if claims is None:
+            claims = json.dumps({"access_token": {"nbf": {"essential": True,
+                                                          "value": str(int(time.time()))}}},
+                                separators=(",", ":"))
+        with self.tenant.lock:
+            issued = set(self.tenant.access_tokens)
+        with self._lock:
+            self._challenged.update(dict.fromkeys(issued, claims))
+        return claims
+
+    def _challenge(self, secret: str) -> Reply | None:
+        with self._lock:
+            claims = self._challenged.get(secret)
+        if claims is None:
+            return None
+        encoded = base64.b64encode(claims.encode("utf-8")).decode("ascii")
+        reply = graph_error(401, "InvalidAuthenticationToken",
+                            "Continuous access evaluation resulted in challenge with result: "
+                            "InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp")
+        reply.headers["WWW-Authenticate"] = (
+            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+            f'oauth2/authorize", error="insufficient_claims", claims="{encoded}"')
+        return reply

@@ -177,10 +177,12 @@ class Sandbox:
         return self.maestro.url
 
     def client_env(self) -> dict[str, str]:
-        """Environment for a bot process: trust the sandbox CA, use its clouds, and sign in
-        to its tenant (the sandbox app is single-tenant, as the portal makes new apps)."""
+        """Environment for a bot process: trust the sandbox CA (``requests``, and httpx:
+        Microsoft's Graph SDK), use its clouds, and sign in to its tenant (the sandbox app
+        is single-tenant, as the portal makes new apps)."""
         return {
             "REQUESTS_CA_BUNDLE": self.ca_file,
+            "SSL_CERT_FILE": self.ca_file,
             "MS365_AUTHORITY_HOST": self.authority_host,
             "MS365_GRAPH_URL": self.graph_url,
             "MS365_TENANT_ID": self.tenant.tenant_id,
@@ -206,6 +208,7 @@ class Sandbox:
         return {
             **self.client_env(),
             "REQUESTS_CA_BUNDLE": self.ca_bundle(),
+            "SSL_CERT_FILE": self.ca_bundle(),
             "MS365_CLIENT_ID": self.app.client_id,
             "MS365_CLIENT_SECRET": self.app.secret,
             "BOTCITY_SERVER": self.maestro_url,

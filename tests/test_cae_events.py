@@ -382,3 +382,20 @@ def test_the_sandbox_keeps_a_fixed_lifetime_for_tests(sandbox, maestro):
     renewed = access_entry(sandbox)
     assert life(renewed) == 86400 and int(renewed["refresh_on"]) - int(
         renewed["cached_at"]) == 43200
+
+
+def test_a_day_of_hourly_runs_renews_twice_with_cp1_and_about_hourly_without():
+    """``benchmarks/cae_days.py``'s simulation (the plugin's lifecycle, the sandbox's
+    lifetimes, a simulated clock) over three days: a bot scheduled hourly never starts on an
+    expired day-long token and renews it about every 12 hours; without cp1 it renews more
+    than ten times a day, and many of its runs start on an expired token."""
+    import random
+
+    from cae_days import simulate
+
+    random.seed(24)
+    with_cp1, without = simulate(1, 60, True, days=3), simulate(1, 60, False, days=3)
+
+    assert with_cp1["starts_per_day"] == without["starts_per_day"] == 24
+    assert with_cp1["cold_starts_per_day"] == 0 and 1.5 <= with_cp1["grants_per_day"] <= 3
+    assert without["grants_per_day"] >= 10 and without["cold_starts_per_day"] >= 5

@@ -160,6 +160,31 @@ def test_faults_from_a_second_terminal_reach_the_running_sandbox(tmp_path):
         assert "answered 503 to the login: it is down or busy" in down.stderr
 
 
+def test_critical_events_from_a_second_terminal_reach_the_running_sandbox(tmp_path):
+    """The continuous access evaluation events of a second terminal change what Microsoft
+    answers a renewal (``status --check`` renews once)."""
+    with sandbox_command(tmp_path, "--authorize") as box:
+        def check() -> str:
+            done = subprocess.run([*CLI, "status", "--label", "ms365", "--check"],
+                                  env=box.env, text=True, capture_output=True,
+                                  timeout=DEADLINE)
+            return "ok" if done.returncode == 0 else done.stdout + done.stderr
+
+        disabled = box.cli("disable-account")
+        assert disabled.returncode == 0 and "AADSTS50057" in disabled.stdout
+        assert "rejected by Microsoft (AADSTS50057)" in check()
+        assert box.cli("enable-account").returncode == 0
+        assert check() == "ok"
+        assert box.cli("fail-ip-policy").returncode == 0
+        assert "rejected by Microsoft (AADSTS53003)" in check()
+        assert box.cli("pass-ip-policy").returncode == 0
+        assert check() == "ok"
+        assert box.cli("change-password").returncode == 0
+        assert "rejected by Microsoft (AADSTS50173)" in check()
+        revoked = box.cli("revoke-sessions")
+        assert revoked.returncode == 0 and "AADSTS50173" in revoked.stdout
+
+
 def test_a_subcommand_without_a_running_sandbox_says_how_to_start_one(tmp_path):
     done = subprocess.run([*CLI, "sandbox", "expire-tokens"], env=base_env(tmp_path),
                           text=True, capture_output=True, timeout=DEADLINE)

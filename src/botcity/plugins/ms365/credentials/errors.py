@@ -142,8 +142,9 @@ AADSTS: dict[str, Known] = {
     "AADSTS53003": Known("access was blocked by a conditional access policy",
                          _CONDITIONAL + "Signing in again does not help until the policy "
                          "allows the bot.", "sign_in"),
-    "AADSTS50173": Known("the grant was revoked, usually because the user changed or reset "
-                         "their password", _SIGN_IN_AGAIN, "sign_in"),
+    "AADSTS50173": Known("the grant was revoked: an administrator revoked the user's "
+                         "sessions, or the user changed or reset their password",
+                         _SIGN_IN_AGAIN, "sign_in"),
     "AADSTS50194": Known("the app is single-tenant, so it cannot sign in through the "
                          "'common' endpoint",
                          "Set tenant_id (or MS365_TENANT_ID, or the key tenant_id of the "

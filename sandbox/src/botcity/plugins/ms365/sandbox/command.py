@@ -4,9 +4,11 @@
 (URLs, the app's keys, the exports for bash and PowerShell, how to sign in), and writes a
 state file (readable by its user only) that the other subcommands, run from a second
 terminal, read to reach it: ``consent URL`` (the person's sign-in, done for a terminal),
-``task ID``, and the faults ``expire-tokens``, ``revoke-tokens``, ``expire-secret`` and
-``fail-maestro``. Faults go through a small admin endpoint on 127.0.0.1 that answers only
-requests carrying the state file's admin key.
+``task ID``, the faults ``expire-tokens``, ``revoke-tokens``, ``expire-secret`` and
+``fail-maestro``, and the critical events of continuous access evaluation
+(``revoke-sessions``, ``change-password``, ``disable-account``, ``enable-account``,
+``fail-ip-policy``, ``pass-ip-policy``). Faults go through a small admin endpoint on
+127.0.0.1 that answers only requests carrying the state file's admin key.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class AdminService(Service):
             ("POST", r"/expire-tokens", self._do(self.sandbox.force_expiry)),
             ("POST", r"/revoke-tokens", self._do(lambda: tenant.kill_refresh_tokens())),
             ("POST", r"/expire-secret", self._do(self.sandbox.expire_client_secret)),
+            ("POST", r"/revoke-sessions", self._do(tenant.revoke_sessions)),
+            ("POST", r"/change-password", self._do(tenant.change_password)),
+            ("POST", r"/disable-account", self._do(tenant.disable_account)),
+            ("POST", r"/enable-account", self._do(tenant.enable_account)),
+            ("POST", r"/fail-ip-policy", self._do(tenant.fail_ip_policy)),
+            ("POST", r"/pass-ip-policy", self._do(tenant.pass_ip_policy)),
             ("POST", r"/fail-maestro", self._guard(self._fail_maestro)),
             ("GET", r"/task/(?P<task_id>\d+)", self._guard(self._task)),
         ]
@@ -186,6 +194,9 @@ def _instructions(sandbox: Sandbox, authorized: bool) -> list[str]:
         "From another terminal: botcity-ms365 sandbox expire-tokens | revoke-tokens | "
         "expire-secret |",
         "  fail-maestro [--times N] [--status 500] | task ID",
+        "  and the critical events: revoke-sessions | change-password | disable-account | "
+        "enable-account |",
+        "  fail-ip-policy | pass-ip-policy",
     ]
     return lines
 
@@ -205,6 +216,8 @@ def _realism(sandbox: Sandbox) -> list[str]:
                     "later")
     if maestro.token_lifetime is not None:
         said.append(f"  Maestro tokens: refused {maestro.token_lifetime:g} s after issue")
+    if not sandbox.tenant.cae_enabled:
+        said.append("  continuous access evaluation: off (hour-long tokens for every client)")
     return ["", "At a distance:", *said] if said else []
 
 

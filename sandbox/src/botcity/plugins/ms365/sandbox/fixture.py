@@ -170,6 +170,39 @@ class MS365Sandbox:
         """The app's client secret has expired (AADSTS7000222)."""
         self.sandbox.expire_client_secret()
 
+    # -- critical events (continuous access evaluation) ----------------------------------
+    def revoke_sessions(self) -> None:
+        """An administrator revokes the account's sessions: renewing fails (AADSTS50173)
+        until a person signs in again, and Graph refuses the day-long tokens of clients
+        that declare continuous access evaluation at once (a claims challenge); other
+        access tokens work until they expire."""
+        self.sandbox.tenant.revoke_sessions()
+
+    def change_password(self) -> None:
+        """The account's password is changed: as :meth:`revoke_sessions` (Microsoft answers
+        both with AADSTS50173)."""
+        self.sandbox.tenant.change_password()
+
+    def disable_account(self) -> None:
+        """An administrator disables the account: renewing and signing in fail
+        (AADSTS50057), and Graph refuses the continuous access evaluation tokens at once."""
+        self.sandbox.tenant.disable_account()
+
+    def enable_account(self) -> None:
+        """The account is enabled again (after :meth:`disable_account`)."""
+        self.sandbox.tenant.enable_account()
+
+    def fail_ip_policy(self) -> None:
+        """The Runner's address leaves the range a location policy requires: renewing fails
+        (AADSTS53003), and Graph refuses the continuous access evaluation tokens, until
+        :meth:`pass_ip_policy`."""
+        self.sandbox.tenant.fail_ip_policy()
+
+    def pass_ip_policy(self) -> None:
+        """The Runner's address is in range again: a renewal (with Graph's challenge)
+        works."""
+        self.sandbox.tenant.pass_ip_policy()
+
     def fail_maestro(self, times: int = 1, status: int = 500) -> None:
         """The next ``times`` requests to Maestro get ``status`` (0: the connection
         drops)."""

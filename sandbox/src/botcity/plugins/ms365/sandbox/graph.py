@@ -11,7 +11,14 @@ OneDrive and Excel plugins use, answering with the shapes Microsoft Graph return
   test puts with :meth:`GraphService.put_workbook`.
 
 Access tokens are checked against the sandbox :class:`~.identity.Tenant`: unknown or
-expired -> 401 InvalidAuthenticationToken; a missing permission -> 403.
+expired -> 401 InvalidAuthenticationToken; a missing permission -> 403. A continuous access
+evaluation token issued before a critical event (the user's sessions revoked, the password
+changed, the account disabled, the Runner's address out of a location policy's range) ->
+401 with Graph's claims challenge (``WWW-Authenticate: Bearer ... error="insufficient_claims",
+claims="<base64>"``), as Microsoft documents it ("How to use Continuous Access Evaluation
+enabled APIs in your applications"; "Claims challenges, claims requests and client
+capabilities"). Every 401 carries Graph's ``WWW-Authenticate`` header; only a challenge has
+``error=`` and ``claims=``.
 """
 
 from __future__ import annotations
@@ -28,16 +35,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._http import Reply, Request, RequestLog, Route, Service
-from .identity import AccessToken, Tenant, User
+from .identity import GRAPH_APP_ID, AccessToken, Tenant, User
+
+#: Where Graph's ``WWW-Authenticate`` sends a client for an interactive sign-in (Microsoft's
+#: address, as Graph sends it; no client follows it, msal included).
+AUTHORIZATION_URI = "https://login.microsoftonline.com/common/oauth2/authorize"
 
 
-def graph_error(status: int, code: str, message: str) -> Reply:
+def graph_error(status: int, code: str, message: str, **headers: str) -> Reply:
     return Reply.json(
         {"error": {"code": code, "message": message,
                    "innerError": {"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                   "request-id": "sandbox"}}},
-        status,
+        status, **headers,
     )
+
+
+def bearer_header(**params: str) -> str:
+    """Graph's ``WWW-Authenticate`` header value: ``Bearer realm="", authorization_uri=...,
+    client_id=<Graph's app id>`` and ``params`` (``error``, ``claims``)."""
+    fields = {"realm": "", "authorization_uri": AUTHORIZATION_URI, "client_id": GRAPH_APP_ID,
+              **params}
+    return "Bearer " + ", ".join(f'{key}="{value}"' for key, value in fields.items())
+
+
+#: The claims of a critical event's challenge (``EPOCH``: the event's time).
+NBF_CLAIMS = '{"access_token":{"nbf":{"essential":true, "value":"EPOCH"}}}'
+
+
+def claims_challenge(event_at: float) -> str:
+    """The ``claims`` of Graph's challenge after a critical event at ``event_at``: base64 of
+    ``{"access_token":{"nbf":{"essential":true, "value":"<epoch>"}}}`` (a token issued
+    after the event), byte for byte as Microsoft's documentation and Azure/azure-cli#23635
+    quote it."""
+    text = NBF_CLAIMS.replace("EPOCH", str(int(event_at)))
+    return base64.b64encode(text.encode()).decode()
+
+
+def unauthorized(message: str) -> Reply:
+    """Graph's 401 for an access token it does not accept (no challenge: a new token, not
+    new claims, is what is missing)."""
+    return graph_error(401, "InvalidAuthenticationToken", message,
+                       **{"WWW-Authenticate": bearer_header()})
 
 
 def _now() -> str:
@@ -367,14 +406,22 @@ class GraphService(Service):
     def _authorize(self, request: Request) -> AccessToken | Reply:
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer "):
-            return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
+            return unauthorized("Access token is empty.")
         token = self.tenant.access_token(header.removeprefix("Bearer "))
         if token is None:
-            return graph_error(401, "InvalidAuthenticationToken",
-                               "IDX14100: JWT is not well formed.")
+            return unauthorized("IDX14100: JWT is not well formed.")
         if time.time() >= token.expires_at:
-            return graph_error(401, "InvalidAuthenticationToken",
-                               "Lifetime validation failed, the token is expired.")
+            return unauthorized("Lifetime validation failed, the token is expired.")
+        refused = self.tenant.cae_refusal(token)
+        if refused is not None:
+            code, event_at = refused
+            # Graph's words, as users quote them (microsoftgraph/msgraph-sdk-powershell#1741,
+            # Azure/azure-cli#24684)
+            return graph_error(
+                401, "InvalidAuthenticationToken", "Continuous access evaluation resulted in "
+                f"claims challenge with result: InteractionRequired and code: {code}",
+                **{"WWW-Authenticate": bearer_header(error="insufficient_claims",
+                                                     claims=claims_challenge(event_at))})
         challenge = self._challenge(header.removeprefix("Bearer "))
         return challenge or token
 
@@ -437,10 +484,8 @@ class GraphService(Service):
         if claims is None:
             return None
         encoded = base64.b64encode(claims.encode("utf-8")).decode("ascii")
-        reply = graph_error(401, "InvalidAuthenticationToken",
-                            "Continuous access evaluation resulted in challenge with result: "
-                            "InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp")
-        reply.headers["WWW-Authenticate"] = (
-            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
-            f'oauth2/authorize", error="insufficient_claims", claims="{encoded}"')
-        return reply
+        return graph_error(401, "InvalidAuthenticationToken",
+                           "Continuous access evaluation resulted in challenge with result: "
+                           "InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
+                           **{"WWW-Authenticate": bearer_header(error="insufficient_claims",
+                                                                claims=encoded)})

@@ -26,7 +26,15 @@ msal's sources, answers quoted in users' reports: ``docs/notes/azure-ad.md``):
 - error bodies with Trace ID, Correlation ID and Timestamp in the description,
   ``error_codes``, ``error_uri``;
 - device codes with Azure AD's interval (5 s) and lifetime (900 s);
-- tokens of realistic size (the stored token is 6 to 9 KB).
+- tokens of realistic size (the stored token is 6 to 9 KB);
+- access tokens that live a random 60 to 90 minutes (Microsoft's default), or, for a
+  client that declares continuous access evaluation (the client capability ``cp1`` in the
+  request's ``claims``: msal's ``client_capabilities``), 20 to 28 hours with ``refresh_in``
+  (half of it); :attr:`Tenant.cae_enabled` off gives every client ordinary tokens;
+- critical events (:meth:`Tenant.revoke_sessions`, :meth:`Tenant.change_password`,
+  :meth:`Tenant.disable_account`, :meth:`Tenant.fail_ip_policy`): the refresh tokens they
+  kill answer as Azure AD does (AADSTS50173, AADSTS50057, AADSTS53003), and Graph refuses
+  the CAE access tokens issued before them with a claims challenge (``graph.py``).
 
 :class:`Tenant` holds the state that the Graph server also reads (which access token
 belongs to whom, with which permissions, until when).
@@ -38,6 +46,7 @@ import base64
 import hashlib
 import html
 import json
+import random
 import secrets
 import threading
 import time
@@ -104,6 +113,46 @@ CONDITIONAL_ACCESS = {
 }
 
 
+#: Microsoft's default access token lifetime, drawn for each token: "a random value ranging
+#: between 60-90 minutes (75 minutes on average)" (Microsoft identity platform, "Access
+#: tokens", Token lifetime).
+DEFAULT_LIFETIME = (3600, 5400)
+#: A continuous access evaluation token's lifetime: "up to 28 hours" ("How to use
+#: Continuous Access Evaluation enabled APIs in your applications"); day-long in practice.
+CAE_LIFETIME = (72000, 100800)
+#: Tokens at least this long get ``refresh_in`` (half their life) in the token answer, as
+#: Microsoft sends it for long-lived tokens (msal keeps it as the token's ``refresh_on``).
+LONG_LIVED = 7200
+
+#: A location policy the Runner's address fails (:meth:`Tenant.fail_ip_policy`): refreshes
+#: from there are refused as conditional access refuses them.
+IP_POLICY = "ip_location"
+
+
+def cae_declared(claims: str | None) -> bool:
+    """Whether a request's ``claims`` (a form field of token requests, a query parameter of
+    the authorize endpoint) declares the client capability ``cp1``, as msal's
+    ``client_capabilities=["CP1"]`` sends it: ``{"access_token": {"xms_cc": {"values":
+    ["CP1"]}}}``, merged with a claims challenge when there is one. Case-insensitive."""
+    if not claims:
+        return False
+    try:
+        values = json.loads(claims)["access_token"]["xms_cc"]["values"]
+    except (ValueError, TypeError, KeyError):
+        return False
+    if isinstance(values, str):  # some clients send one value, not a list
+        values = [values]
+    return isinstance(values, list) and any(
+        isinstance(v, str) and v.lower() == "cp1" for v in values)
+
+
+def _aad_time(epoch: float) -> str:
+    """A time as Azure AD writes it in error texts: ``2022-08-23T07:43:29.0000000Z``."""
+    whole = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (
+        f".{int((epoch - whole) * 1e7):07d}Z")
+
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: where _token() tells _client_auth() the endpoint's own address (not a form field)
 ENDPOINT_FIELD = "\x00endpoint"
@@ -130,6 +179,14 @@ class User:
     oid: str
     upn: str
     name: str
+    #: Entra's ``refreshTokensValidFromDateTime``: refresh tokens of sign-ins before it are
+    #: refused (AADSTS50173). Revoking the sessions and changing the password set it.
+    tokens_valid_from: float = 0.0
+    #: Entra's ``accountEnabled`` (False: AADSTS50057 for every sign-in and refresh).
+    enabled: bool = True
+    #: The last critical event (sessions revoked, password changed, account disabled):
+    #: Graph refuses the continuous access evaluation tokens issued before it.
+    revoked_at: float = 0.0
 
 
 @dataclass
@@ -193,6 +250,9 @@ class RefreshToken:
     public: bool = False
     #: the person passed MFA in the sign-in this token comes from
     mfa: bool = False
+    #: when the person signed in (the sign-in this token's line comes from): Azure AD's
+    #: "The grant was issued on"
+    auth_time: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -203,6 +263,10 @@ class AccessToken:
     expires_at: float
     #: the generation of the refresh token issued with it (see RefreshToken)
     generation: int = 0
+    #: a continuous access evaluation token (the client declared cp1, the tenant has CAE):
+    #: Graph refuses it after a critical event with a claims challenge
+    cae: bool = False
+    issued_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -250,7 +314,24 @@ class Tenant:
     #: Who the person at the browser signs in as (default: :attr:`user`).
     signing_in: User | None = None
     apps: dict[str, App] = field(default_factory=dict)
-    access_token_lifetime: int = 3600
+    #: Seconds an access token lives; None: Microsoft's default, drawn for each token in
+    #: :data:`DEFAULT_LIFETIME` (60 to 90 minutes). A value set here applies to continuous
+    #: access evaluation tokens too (tests that force renewals with short tokens), unless
+    #: :attr:`cae_access_token_lifetime` is set.
+    access_token_lifetime: int | None = None
+    #: Continuous access evaluation (Entra has it on for every tenant): a client that
+    #: declares ``cp1`` gets day-long tokens that Graph refuses after a critical event.
+    #: False: every client gets ordinary tokens, and Graph never challenges.
+    cae_enabled: bool = True
+    #: Seconds a continuous access evaluation token lives; None: drawn in
+    #: :data:`CAE_LIFETIME` (20 to 28 hours), or :attr:`access_token_lifetime` when set.
+    cae_access_token_lifetime: int | None = None
+    #: Since when the Runner's address fails the tenant's location policy (None: it is in
+    #: range): see :meth:`fail_ip_policy`.
+    ip_policy_failing_since: float | None = None
+    #: The last time the Runner's address left the range: Graph refuses the continuous
+    #: access evaluation tokens issued before it.
+    ip_event_at: float = 0.0
     #: "approve": the authorize endpoint consents at once; "deny": the user refuses;
     #: "ask": it shows a page with *Accept* and *Cancel*, as a person sees it.
     consent: str = "approve"
@@ -310,6 +391,89 @@ class Tenant:
         with self.lock:
             for token in self.access_tokens.values():
                 token.expires_at = 0
+
+    # -- continuous access evaluation ---------------------------------------------------
+    def lifetime(self, cae: bool) -> tuple[int, int | None]:
+        """``(expires_in, refresh_in)`` of a new access token (``refresh_in`` None: not
+        sent). ``cae``: a continuous access evaluation token."""
+        if cae:
+            fixed = (self.cae_access_token_lifetime if self.cae_access_token_lifetime
+                     is not None else self.access_token_lifetime)
+            life = fixed if fixed is not None else random.randint(*CAE_LIFETIME)
+        else:
+            life = (self.access_token_lifetime if self.access_token_lifetime is not None
+                    else random.randint(*DEFAULT_LIFETIME))
+        return life, (life // 2 if cae and life >= LONG_LIVED else None)
+
+    def _event(self, user: User | None, *, revoke: bool, enabled: bool | None = None
+               ) -> float:
+        now = time.time()
+        with self.lock:
+            target = user or self.user
+            if revoke:
+                target.tokens_valid_from = now
+            if enabled is not None:
+                target.enabled = enabled
+            if enabled is not True:
+                target.revoked_at = now
+        return now
+
+    def revoke_sessions(self, user: User | None = None) -> float:
+        """An administrator revokes the user's sessions (Entra's *Revoke sessions*, Graph's
+        ``revokeSignInSessions``): the refresh tokens of earlier sign-ins are refused with
+        AADSTS50173 (a person must sign in again), and Graph refuses the continuous access
+        evaluation tokens issued before now. Returns the event's time (epoch seconds)."""
+        return self._event(user, revoke=True)
+
+    def change_password(self, user: User | None = None) -> float:
+        """The user's password is changed or reset: as :meth:`revoke_sessions` (Azure AD
+        answers both with AADSTS50173, "The user might have changed or reset their
+        password")."""
+        return self._event(user, revoke=True)
+
+    def disable_account(self, user: User | None = None) -> float:
+        """An administrator disables the account (``accountEnabled`` false): every refresh
+        and sign-in is refused with AADSTS50057, and Graph refuses the continuous access
+        evaluation tokens issued before now (ordinary ones work until they expire)."""
+        return self._event(user, revoke=False, enabled=False)
+
+    def enable_account(self, user: User | None = None) -> None:
+        """The account is enabled again: its refresh tokens work again (the continuous
+        access evaluation tokens refused meanwhile stay refused)."""
+        self._event(user, revoke=False, enabled=True)
+
+    def fail_ip_policy(self) -> float:
+        """The Runner's address leaves the named location a conditional access policy
+        requires: refreshes from it are refused with AADSTS53003 (and the policy's
+        claims), and Graph refuses the continuous access evaluation tokens issued before now,
+        and every one while the address is out of range (Entra enforces location policies at
+        once: "IP locations policy enforcement is instant"). :meth:`pass_ip_policy` puts it
+        back in range."""
+        now = time.time()
+        with self.lock:
+            self.ip_policy_failing_since = now
+            self.ip_event_at = now
+        return now
+
+    def pass_ip_policy(self) -> None:
+        """The Runner's address is in range again: refreshes work; a token issued before the
+        address left the range stays refused by Graph (a renewal with the challenge's claims
+        gets a new one)."""
+        with self.lock:
+            self.ip_policy_failing_since = None
+
+    def cae_refusal(self, token: AccessToken) -> tuple[str, float] | None:
+        """Why Graph refuses a continuous access evaluation token now: ``(Graph's code,
+        the event's time)``, None when it is accepted (and always for an ordinary token)."""
+        if not token.cae or not self.cae_enabled:
+            return None
+        with self.lock:
+            user = token.user
+            if user is not None and token.issued_at < user.revoked_at:
+                return "TokenIssuedBeforeRevocationTimestamp", user.revoked_at
+            if self.ip_policy_failing_since is not None or token.issued_at < self.ip_event_at:
+                return "LocationConditionEvaluationSatisfied", self.ip_event_at
+        return None
 
     def kill_refresh_tokens(self, how: str = "revoked") -> None:
         """Every refresh token issued so far dies as ``how`` says (see REFRESH_TOKEN_DEATHS)."""
@@ -371,6 +535,23 @@ class AadError(Exception):
         super().__init__(code)
         self.error, self.code, self.description = error, code, description
         self.status, self.extra = status, extra
+
+
+def _disabled() -> AadError:
+    return AadError("invalid_grant", "AADSTS50057", "The user account is disabled. The "
+                    "directory object specified by the user is disabled.")
+
+
+def _revoked(refresh: RefreshToken) -> AadError:
+    """Azure AD's answer to a refresh token of a sign-in before the user's
+    ``TokensValidFrom`` (revoked sessions, a changed password), as quoted in
+    Azure/azure-cli#23635 after ``revokeSignInSessions``."""
+    return AadError("invalid_grant", "AADSTS50173", "The provided grant has expired due to it "
+                    "being revoked, a fresh auth token is needed. The user might have changed "
+                    "or reset their password. The grant was issued on "
+                    f"'{_aad_time(refresh.auth_time)}' and the TokensValidFrom date (before "
+                    "which tokens are not valid) for this user is "
+                    f"'{_aad_time(refresh.user.tokens_valid_from)}'.", suberror="bad_token")
 
 
 class IdentityService(Service):
@@ -569,6 +750,9 @@ class IdentityService(Service):
         scopes = q.get("scope", "").split()
         back = {"state": q.get("state", "")}
         user = self.tenant.signing_in or self.tenant.user
+        if not user.enabled:
+            return self._error_page("AADSTS50057", "The user account is disabled. The "
+                                    "directory object specified by the user is disabled.")
         try:
             self._check_tenant(app, tenant)
             permissions = self._permissions(scopes) - {".default"}
@@ -690,12 +874,14 @@ class IdentityService(Service):
         if code.challenge and _b64url(hashlib.sha256(verifier.encode()).digest()) != code.challenge:
             raise AadError("invalid_grant", "AADSTS501481", "The Code_Verifier does not match "
                            "the code_challenge supplied in the authorization request.")
+        if not code.user.enabled:
+            raise _disabled()
         code.redeemed = True
         with self.tenant.lock:
             self.tenant.grants.setdefault((app.client_id, code.user.oid), set()).update(
                 code.permissions)
         return self._issue(app, code.user, code.scopes, code.nonce, public=code.public,
-                           mfa=code.mfa)
+                           mfa=code.mfa, cae=self._cae(form))
 
     def _grant_refresh(self, app: App, form: dict[str, str]) -> Reply:
         with self.tenant.lock:
@@ -707,12 +893,19 @@ class IdentityService(Service):
         if old.dead:
             code, text = REFRESH_TOKEN_DEATHS[old.dead]
             raise AadError("invalid_grant", code, text, suberror="bad_token")
+        if not old.user.enabled:
+            raise _disabled()
+        if old.auth_time < old.user.tokens_valid_from:
+            raise _revoked(old)
         policy = self.tenant.conditional_access
+        if self.tenant.ip_policy_failing_since is not None:
+            policy = "blocked"  # a location policy blocks: AADSTS53003, its own policy id
         if policy and not (policy == "mfa" and old.mfa):
             code, suberror, text = CONDITIONAL_ACCESS[policy]
+            policy_id = IP_POLICY if self.tenant.ip_policy_failing_since is not None else policy
             claims = {"access_token": {"capolids": {"essential": True,
                                                     "values": [str(uuid.uuid5(
-                                                        uuid.NAMESPACE_URL, policy))]}}}
+                                                        uuid.NAMESPACE_URL, policy_id))]}}}
             raise AadError("invalid_grant", code, text, suberror=suberror,
                            claims=json.dumps(claims, separators=(",", ":")))
         scopes = form.get("scope", "").split()
@@ -726,7 +919,7 @@ class IdentityService(Service):
                            f"'{app.name}'. Send an interactive authorization request for this "
                            "user and resource.", suberror="consent_required")
         return self._issue(app, old.user, scopes, None, old.generation + 1, public=old.public,
-                           mfa=old.mfa)
+                           mfa=old.mfa, cae=self._cae(form), auth_time=old.auth_time)
 
     def _grant_client(self, app: App, form: dict[str, str]) -> Reply:
         self._client_auth(app, form, public=False)
@@ -738,7 +931,7 @@ class IdentityService(Service):
                            "identifier (application ID URI).")
         self._loop_check(app, None, "client_credentials", scopes)
         token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(1200)
-        lifetime = self.tenant.access_token_lifetime
+        lifetime, _ = self.tenant.lifetime(cae=False)  # app-only: no CAE in the sandbox
         with self.tenant.lock:
             self.tenant.access_tokens[token] = AccessToken(
                 app.client_id, None, frozenset({".default"}), time.time() + lifetime
@@ -778,20 +971,31 @@ class IdentityService(Service):
         with self.tenant.lock:
             del self.tenant.device_codes[form["device_code"]]
         user = self.tenant.signing_in or self.tenant.user
+        if not user.enabled:
+            raise _disabled()
         permissions = self._permissions(device.scopes) - {".default"}
         with self.tenant.lock:
             self.tenant.grants.setdefault((app.client_id, user.oid), set()).update(permissions)
         return self._issue(app, user, device.scopes, None, public=True,
-                           mfa=self.tenant.conditional_access == "mfa")
+                           mfa=self.tenant.conditional_access == "mfa", cae=self._cae(form))
+
+    def _cae(self, form: dict[str, str]) -> bool:
+        """Whether the token request gets a continuous access evaluation token: the client
+        declared ``cp1`` and the tenant has CAE."""
+        return self.tenant.cae_enabled and cae_declared(form.get("claims"))
 
     def _issue(
         self, app: App, user: User, scopes: list[str], nonce: str | None,
-        generation: int = 0, *, public: bool = False, mfa: bool = False,
+        generation: int = 0, *, public: bool = False, mfa: bool = False, cae: bool = False,
+        auth_time: float | None = None,
     ) -> Reply:
         """A user token. Its access token carries every permission the user consented to
-        the app (Azure AD puts all of them in ``scp``), and ``scope`` says so."""
-        now = int(time.time())
-        lifetime = self.tenant.access_token_lifetime
+        the app (Azure AD puts all of them in ``scp``), and ``scope`` says so. A continuous
+        access evaluation token (``cae``) lives about a day and says when to refresh it
+        (``refresh_in``); ``auth_time``: when the person signed in (default: now)."""
+        issued_at = time.time()
+        now = int(issued_at)
+        lifetime, refresh_in = self.tenant.lifetime(cae)
         granted = frozenset(self.tenant.granted(app, user))
         asked = {s.lower() for s in scopes}
         reserved = [s for s in ("profile", "openid", "email") if "openid" in asked]
@@ -806,14 +1010,17 @@ class IdentityService(Service):
             "access_token": access,
             "client_info": _b64url(json.dumps({"uid": user.oid, "utid": tid}).encode()),
         }
+        if refresh_in is not None:
+            answer["refresh_in"] = refresh_in
         with self.tenant.lock:
             self.tenant.access_tokens[access] = AccessToken(
-                app.client_id, user, granted, now + lifetime, generation
-            )
+                app.client_id, user, granted, now + lifetime, generation, cae=cae,
+                issued_at=issued_at)
             if "offline_access" in asked:
                 refresh = "1.A" + secrets.token_urlsafe(1100)  # about 1.5 KB, as Azure AD's
                 self.tenant.refresh_tokens[refresh] = RefreshToken(
-                    app.client_id, user, generation=generation, public=public, mfa=mfa)
+                    app.client_id, user, generation=generation, public=public, mfa=mfa,
+                    auth_time=issued_at if auth_time is None else auth_time)
                 answer["refresh_token"] = refresh
         if "openid" in asked:
             claims: dict[str, Any] = {

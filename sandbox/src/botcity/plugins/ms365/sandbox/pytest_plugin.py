@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{MARKER}(**options): the ms365_sandbox fixture's Sandbox options "
         "(round_trip={'maestro': s, 'microsoft': s}, maestro_latency=(low, high), "
         "maestro_write_latency, maestro_visibility_delay, maestro_token_lifetime, "
-        "maestro_tls)")
+        "maestro_tls, cae=False: a tenant without continuous access evaluation)")
 
 
 @pytest.fixture

@@ -94,6 +94,9 @@ class Sandbox:
         maestro_token_lifetime: seconds a login's or a Runner's token is accepted.
         maestro_tls: Maestro over HTTPS (the sandbox CA), as the real one is; default
             plain HTTP on loopback.
+        cae: the tenant has continuous access evaluation (day-long tokens for clients that
+            declare it, refused by Graph after a critical event); False: ordinary tokens
+            for every client (:attr:`~.identity.Tenant.cae_enabled`).
     """
 
     def __init__(self, *, maestro_version: str = "3.5.0",
@@ -102,7 +105,7 @@ class Sandbox:
                  maestro_write_latency: tuple[float, float] | None = None,
                  maestro_visibility_delay: float = 0.0,
                  maestro_token_lifetime: float | None = None,
-                 maestro_tls: bool = False) -> None:
+                 maestro_tls: bool = False, cae: bool = True) -> None:
         unknown = set(round_trip or {}) - set(ROUND_TRIP_KEYS)
         if unknown:
             raise ValueError(f"round_trip names {sorted(unknown)}; it knows "
@@ -110,7 +113,7 @@ class Sandbox:
         self._folder = Path(tempfile.mkdtemp(prefix="botcity-ms365-sandbox-"))
         self.tls = make_tls_files(self._folder)
         self.requests = RequestLog()
-        self.tenant = Tenant()
+        self.tenant = Tenant(cae_enabled=bool(cae))
         #: The Azure app registration the demo and tests use.
         self.app = self.tenant.register_app()
         context = self.tls.server_context()

@@ -21,6 +21,29 @@ SANDBOX_FAULTS = {
                       "Every refresh token is revoked: renewing fails until someone signs in."),
     "expire-secret": ("expire the app's client secret (AADSTS7000222)",
                       "The app's client secret has expired (AADSTS7000222)."),
+    "revoke-sessions": ("revoke the account's sessions (AADSTS50173; Graph challenges "
+                        "day-long tokens)",
+                        "The account's sessions are revoked: renewing fails (AADSTS50173) "
+                        "until someone signs in, and Graph refuses day-long (CAE) tokens "
+                        "with a claims challenge."),
+    "change-password": ("change the account's password (as revoke-sessions)",
+                        "The account's password changed: renewing fails (AADSTS50173) until "
+                        "someone signs in, and Graph refuses day-long (CAE) tokens with a "
+                        "claims challenge."),
+    "disable-account": ("disable the account (AADSTS50057; Graph challenges day-long "
+                        "tokens)",
+                        "The account is disabled: renewing and signing in fail (AADSTS50057), "
+                        "and Graph refuses day-long (CAE) tokens with a claims challenge."),
+    "enable-account": ("enable the account again",
+                       "The account is enabled again."),
+    "fail-ip-policy": ("the Runner's address leaves a location policy's range "
+                       "(AADSTS53003; Graph challenges day-long tokens)",
+                       "The Runner's address is out of the location policy's range: "
+                       "renewing fails (AADSTS53003), and Graph refuses day-long (CAE) "
+                       "tokens with a claims challenge, until pass-ip-policy."),
+    "pass-ip-policy": ("the Runner's address is in the location policy's range again",
+                       "The Runner's address is in range again: a renewal with Graph's "
+                       "challenge works."),
 }
 
 
@@ -54,6 +77,8 @@ def sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
     trips = {"maestro": args.maestro_rtt, "microsoft": args.microsoft_rtt}
     if any(trips.values()):
         options["round_trip"] = {k: v for k, v in trips.items() if v}
+    if getattr(args, "no_cae", False):
+        options["cae"] = False
     for option, name in (("latency", "maestro_latency"),
                          ("write_latency", "maestro_write_latency"),
                          ("visible_after", "maestro_visibility_delay"),
@@ -127,6 +152,9 @@ def add_sandbox(commands: Any) -> argparse.ArgumentParser:
     far.add_argument("--token-lifetime", type=_seconds, metavar="SECONDS",
                      help="Maestro refuses login and Runner tokens this much after they "
                      "were issued (401)")
+    box.add_argument("--no-cae", action="store_true",
+                     help="the tenant without continuous access evaluation: 60-90 minute "
+                     "tokens for every client, and no claims challenge from Graph")
     actions = box.add_subparsers(dest="action", metavar="ACTION")
     consent = actions.add_parser(
         "consent", help="sign in and accept at a sign-in address; print the address to paste")

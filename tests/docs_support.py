@@ -217,21 +217,32 @@ def cli_session() -> str:
 
 def doctor_session() -> str:
     """``botcity-ms365 doctor`` on a credential authorized once, against a fresh sandbox;
-    then again with Microsoft's clock 400 s ahead of this machine's."""
+    then with Maestro 40 ms away, slow to write and late to show a write; with a key that
+    may only read; and with Microsoft's clock 400 s ahead of this machine's."""
     from botcity.plugins.ms365.sandbox import Sandbox
 
     command = "botcity-ms365 doctor --label ms365"
     out = []
-    with tempfile.TemporaryDirectory() as folder, Sandbox() as sandbox:
-        sandbox.authorize("ms365", ["basic"])
+
+    def doctor(sandbox: Sandbox, folder: str, **extra: str) -> None:
         env = {**cli_env(), **sandbox.bot_env(),
-               "MS365_FALLBACK_DIR": str(Path(folder) / "fallback")}
-        for skew in (0, 400):
-            sandbox.skew_clock(skew)
-            run = cli(command.split()[1:], env, cwd=folder)
-            out.append(f"$ {command}\n{run.stdout}{run.stderr}".rstrip())
-            if run.returncode:
-                out.append(f"$ echo $?\n{run.returncode}")
+               "MS365_FALLBACK_DIR": str(Path(folder) / "fallback"), **extra}
+        run = cli(command.split()[1:], env, cwd=folder)
+        out.append(f"$ {command}\n{run.stdout}{run.stderr}".rstrip())
+        if run.returncode:
+            out.append(f"$ echo $?\n{run.returncode}")
+
+    with tempfile.TemporaryDirectory() as folder:
+        with Sandbox() as sandbox:
+            sandbox.authorize("ms365", ["basic"])
+            doctor(sandbox, folder)
+        with Sandbox(round_trip={"maestro": 0.040}, maestro_write_latency=(0.1, 0.3),
+                     maestro_visibility_delay=0.5) as sandbox:
+            sandbox.authorize("ms365", ["basic"])
+            doctor(sandbox, folder)
+            doctor(sandbox, folder, BOTCITY_KEY=sandbox.maestro.reader_key())
+            sandbox.skew_clock(400)
+            doctor(sandbox, folder)
     return "\n\n".join(out) + "\n"
 
 

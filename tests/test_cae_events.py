@@ -29,7 +29,7 @@ from botcity.plugins.ms365.credentials import AuthorizationRequired, MS365Creden
 from botcity.plugins.ms365.credentials._clock import CLOCK
 from botcity.plugins.ms365.credentials.renewal import window
 from botcity.plugins.ms365.sandbox.graph import claims_challenge
-from conftest import DEADLINE, bot_env, script
+from conftest import DEADLINE, bot_env, newest_token, script
 
 LABEL = "ms365"
 HOUR = 3600
@@ -43,7 +43,7 @@ def authorized(sandbox, maestro) -> MS365CredentialsPlugin:
 
 
 def stored(sandbox) -> dict:
-    return json.loads(sandbox.maestro.secret(LABEL, "token"))
+    return json.loads(newest_token(sandbox, LABEL))
 
 
 def access_entry(sandbox) -> dict:

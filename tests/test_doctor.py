@@ -22,7 +22,7 @@ from conftest import bot_env, run_process
 LABEL = "ms365"
 SCRIPT = str(Path(sys.executable).with_name("botcity-ms365"))
 NAMES = ["maestro version", "maestro round trip", "maestro write", "write visible",
-         "probe removed", "identity discovery", "clock skew", "token endpoint",
+         "key order", "probe removed", "identity discovery", "clock skew", "token endpoint",
          "app credential", "stored token"]
 
 
@@ -75,8 +75,10 @@ def test_all_ok_on_the_default_sandbox_and_nothing_secret_printed(signed_in, tmp
         assert " ok" in line and " fail" not in line and " warn" not in line, line
     # the probe is gone, every other key is as it was
     assert keys(sandbox) == before
-    # one write of the probe, one of its removal; Microsoft got no grant, issued no token
-    assert len(credential_writes(sandbox)) == 2
+    # the two probes added (as bots add claims and renewals), one removal; Microsoft got no
+    # grant, issued no token
+    writes = credential_writes(sandbox)
+    assert [w.path.endswith("/key") for w in writes] == [True, True, False]
     token_posts = sandbox.token_requests()
     assert len(token_posts) == 1 and token_posts[0].form() == {}
     assert token_posts[0].status == 400
@@ -116,6 +118,7 @@ def test_a_key_that_may_only_read_fails_the_write_check(signed_in, monkeypatch, 
     assert write["advice"].startswith(f"this login cannot write credential '{LABEL}': the "
                                       "plugin cannot store renewed tokens")
     assert checks["write visible"]["verdict"] == checks["probe removed"]["verdict"] == "skipped"
+    assert checks["key order"]["verdict"] == "skipped"
     assert [n for n, c in checks.items() if c["verdict"] == "fail"] == ["maestro write"]
     assert keys(sandbox) == before
     assert [r.status for r in credential_writes(sandbox)] == [403]
@@ -206,14 +209,15 @@ class LaggingVault:
             self.pending -= 1
         return dict(self.shown)
 
-    def write(self, label, key, value):
+    def add(self, label, key, value):
         self.writes += 1
         self.values[key] = value
         self.pending = self.lag or 0
 
-    def remove(self, label, key):
+    def remove(self, label, key, also=None):
         self.writes += 1
-        self.values.pop(key, None)
+        for name in [k for k in self.values if k == key or also is not None and also(k)]:
+            del self.values[name]
         self.pending = 0
 
 
@@ -241,7 +245,8 @@ def test_a_write_seen_at_once_is_ok():
     checks, clock = probe(vault)
     assert checks["write visible"].verdict == "ok"
     assert checks["write visible"].value == "at the next read"
-    assert (vault.writes, clock.sleeps) == (2, 0)
+    assert checks["key order"].verdict == "ok"
+    assert (vault.writes, clock.sleeps) == (3, 0), "two keys added, one removal"
 
 
 def test_a_write_seen_late_is_a_warning_with_the_delay():
@@ -253,7 +258,8 @@ def test_a_write_seen_late_is_a_warning_with_the_delay():
     assert visible.value == f"after {visible.measured * 1000:.0f} ms (4 reads)"
     assert "may renew again" in visible.advice
     assert checks["probe removed"].verdict == "ok"
-    assert "doctor-probe" not in vault.values and vault.values["client_id"] == "app"
+    assert not [k for k in vault.values if k.startswith("doctor-probe")]
+    assert vault.values["client_id"] == "app"
 
 
 def test_a_write_never_seen_fails_within_the_bound():
@@ -269,14 +275,15 @@ def test_a_write_never_seen_fails_within_the_bound():
 def test_a_removal_that_fails_names_the_key_to_remove():
     vault = LaggingVault(lag=0)
 
-    def refuse(label, key):
+    def refuse(label, key, also=None):
         raise StoreError("Could not remove a key of credential 'ms365'.")
 
     vault.remove = refuse  # type: ignore[method-assign]
     checks, _ = probe(vault)
     removed = checks["probe removed"]
     assert removed.verdict == "fail"
-    assert "remove key 'doctor-probe' of credential 'ms365' in Maestro" in removed.advice
+    assert ("remove keys 'doctor-probe' and 'doctor-probe-2' of credential 'ms365' in "
+            "Maestro") in removed.advice
 
 
 # -- each check's thresholds -----------------------------------------------------------------
@@ -357,3 +364,23 @@ def test_a_write_maestro_shows_late_is_a_warning(signed_in, monkeypatch, capsys)
     assert checks["probe removed"]["verdict"] == "ok"
     assert code == 0
     assert keys(signed_in) == before
+
+
+def test_keys_listed_out_of_the_order_added_are_a_warning():
+    """Claims and renewed tokens rely on Maestro listing keys in the order they were
+    added; a Maestro that sorts them otherwise is a warning (a herd may renew twice)."""
+    class Sorting(LaggingVault):
+        def read(self, label, *, max_age=None):
+            return dict(sorted(super().read(label, max_age=max_age).items(), reverse=True))
+
+    checks, _ = probe(Sorting(lag=0))
+    assert checks["key order"].verdict == "warn"
+    assert "may each renew it" in checks["key order"].advice
+
+
+def test_an_earlier_run_s_probe_is_removed_first():
+    vault = LaggingVault(lag=0)
+    vault.values["doctor-probe-2"] = vault.shown["doctor-probe-2"] = "left by a killed run"
+    checks, _ = probe(vault)
+    assert checks["key order"].verdict == "ok", "the probes were added anew, in order"
+    assert not [k for k in vault.values if k.startswith("doctor-probe")]

@@ -8,12 +8,14 @@ earlier failure leaves nothing to measure) and, on warn or fail, one line of adv
 
 What it assumes and checks:
 
-- Maestro is 3.0.0 or newer (the plugin's token writes change an existing key);
+- Maestro is 3.0.0 or newer (every eighth renewal, and ``logout``, change existing keys);
 - a credential read is quick (the median of :data:`READS` reads);
-- the Maestro login may write the credential, and a write is visible to the next read:
-  one probe key (:data:`PROBE_KEY`, a random value) is written into the token's
-  credential and removed again, each over a read made right before, so every other key
-  stays as it was;
+- the Maestro login may add keys to the credential (as claims and renewed tokens are
+  written), a key added is visible to the next read, and Maestro lists keys in the order
+  they were added (the first claim renews; the first renewal of a token is the next):
+  two probe keys (:data:`PROBE_KEY` and :data:`SECOND_PROBE_KEY`, random values) are
+  added to the token's credential and removed again over a read made right before, so
+  every other key stays as it was;
 - this machine's clock agrees with Microsoft's (``Date`` of the discovery answer);
 - the identity platform answers: its discovery, and its token endpoint (a request with
   no grant, which Microsoft refuses with 400: no token is issued);
@@ -50,8 +52,9 @@ from .settings import Settings, https_url
 
 OK, WARN, FAIL, SKIPPED = "ok", "warn", "fail", "skipped"
 
-#: The key the write check writes into the token's credential, and removes.
+#: The keys the write check adds to the token's credential, in this order, and removes.
 PROBE_KEY = "doctor-probe"
+SECOND_PROBE_KEY = "doctor-probe-2"
 #: Reads of the credential whose median is Maestro's round trip.
 READS = 5
 #: A median read slower than this is a warning (each bot's start and renewal reads).
@@ -108,9 +111,9 @@ def maestro_version(version: str | None, server: str) -> Check:
         return Check(name, "unknown", FAIL, f"Maestro at {server} did not say its version: "
                      "check the server address (it must be Maestro's API)")
     if not edits_keys(version):
-        return Check(name, version, FAIL, f"the plugin stores renewed tokens by changing a "
-                     f"credential key, which needs Maestro {need} or newer: upgrade Maestro "
-                     f"at {server} to {need} or newer")
+        return Check(name, version, FAIL, f"the plugin folds renewed tokens into the token's "
+                     f"key every eighth renewal, which needs Maestro {need} or newer: "
+                     f"upgrade Maestro at {server} to {need} or newer")
     return Check(name, version, OK)
 
 
@@ -158,15 +161,22 @@ def _wait_for(vault: MaestroVault, label: str, seen: Callable[[dict[str, str] | 
 def write_probe(vault: MaestroVault, label: str, *, timer: Timer = time.monotonic,
                 sleep: Sleep = time.sleep, within: float = VISIBLE_WITHIN,
                 spacing: float = READ_SPACING) -> list[Check]:
-    """Write :data:`PROBE_KEY` (a random value) into ``label``, read it back, remove it:
-    whether the login may write, after how long the write is visible, and whether the
-    probe is gone. Each write is made over a read made right before it, so the other
-    keys stay as they were."""
+    """Add :data:`PROBE_KEY` and then :data:`SECOND_PROBE_KEY` (random values) to
+    ``label`` with Maestro's add-key request, as bots add claims and renewed tokens, read
+    them back, remove them: whether the login may write, after how long an added key is
+    visible, whether keys are listed in the order they were added, and whether the
+    probes are gone. Nothing else of the credential is sent, but by the removal, which is
+    made over a read made right before it."""
     where = f"credential '{label}'"
-    value = secrets.token_hex(16)
+    value, second = secrets.token_hex(16), secrets.token_hex(16)
+    added = False
     try:
-        vault.read(label, max_age=0)  # the read the write is based on
-        vault.write(label, PROBE_KEY, value)
+        left = vault.read(label, max_age=0) or {}
+        if PROBE_KEY in left or SECOND_PROBE_KEY in left:  # an earlier run's, interrupted
+            vault.remove(label, PROBE_KEY, also=SECOND_PROBE_KEY.__eq__)
+        vault.add(label, PROBE_KEY, value)
+        added = True
+        vault.add(label, SECOND_PROBE_KEY, second)
     except StoreError as exc:
         if getattr(exc, "status", None) in (401, 403):
             advice = (f"this login cannot write {where}: the plugin cannot store renewed "
@@ -175,14 +185,23 @@ def write_probe(vault: MaestroVault, label: str, *, timer: Timer = time.monotoni
             value_text = f"refused (HTTP {exc.status})"
         else:
             advice, value_text = str(exc), "failed"
-        return [Check("maestro write", value_text, FAIL, advice),
-                Check("write visible", "not measured", SKIPPED, "the probe was not written"),
-                Check("probe removed", "nothing to remove", SKIPPED,
-                      "the probe was not written")]
-    checks = [Check("maestro write", f"wrote key '{PROBE_KEY}' of {where}", OK)]
+        unwritten = _unwritten()
+        if added:  # the first probe was: it goes
+            unwritten[-1] = _remove_probe(vault, label, within=within, spacing=spacing,
+                                          timer=timer, sleep=sleep)
+        return [Check("maestro write", value_text, FAIL, advice), *unwritten]
+    checks = [Check("maestro write", f"added keys '{PROBE_KEY}', '{SECOND_PROBE_KEY}' to "
+                    f"{where}", OK)]
+    listed: list[str] = []
+
+    def both(values: dict[str, str] | None) -> bool:
+        listed[:] = [k for k in (values or {}) if k in (PROBE_KEY, SECOND_PROBE_KEY)]
+        return (values or {}).get(PROBE_KEY) == value and (
+            (values or {}).get(SECOND_PROBE_KEY) == second)
+
     try:
-        reads, delay = _wait_for(vault, label, lambda v: (v or {}).get(PROBE_KEY) == value,
-                                 within=within, spacing=spacing, timer=timer, sleep=sleep)
+        reads, delay = _wait_for(vault, label, both, within=within, spacing=spacing,
+                                 timer=timer, sleep=sleep)
     except StoreError as exc:
         reads, delay = 0, None
         checks.append(Check("write visible", "a read failed", FAIL, str(exc)))
@@ -200,6 +219,15 @@ def write_probe(vault: MaestroVault, label: str, *, timer: Timer = time.monotoni
                 "write visible", f"after {_seconds(delay)} ({reads} reads)", WARN,
                 "bots that read within that time of a renewal see the previous token and "
                 "may renew again: harmless, but each costs a request to Microsoft", delay))
+    if delay is None:
+        checks.append(Check("key order", "not measured", SKIPPED, "the probes were not seen"))
+    elif listed == [PROBE_KEY, SECOND_PROBE_KEY]:
+        checks.append(Check("key order", "in the order added", OK))
+    else:
+        checks.append(Check(
+            "key order", "not in the order added", WARN, "bots starting together on an "
+            "expired token may each renew it (a token request more each, nothing lost): "
+            "report it to BotCity"))
     checks.append(_remove_probe(vault, label, within=within, spacing=spacing, timer=timer,
                                 sleep=sleep))
     return checks
@@ -208,17 +236,18 @@ def write_probe(vault: MaestroVault, label: str, *, timer: Timer = time.monotoni
 def _remove_probe(vault: MaestroVault, label: str, *, within: float, spacing: float,
                   timer: Timer, sleep: Sleep) -> Check:
     name = "probe removed"
-    advice = (f"remove key '{PROBE_KEY}' of credential '{label}' in Maestro (Orchestrator "
-              "> Credentials); the other keys are as they were")
+    advice = (f"remove keys '{PROBE_KEY}' and '{SECOND_PROBE_KEY}' of credential '{label}' "
+              "in Maestro (Orchestrator > Credentials); the other keys are as they were")
     try:
-        vault.remove(label, PROBE_KEY)  # the SDK reads the set right before it writes
-        _, gone = _wait_for(vault, label, lambda v: PROBE_KEY not in (v or {}),
-                            within=within, spacing=spacing, timer=timer, sleep=sleep)
+        # over a read made right before it
+        vault.remove(label, PROBE_KEY, also=SECOND_PROBE_KEY.__eq__)
+        _, gone = _wait_for(vault, label, lambda v: not {PROBE_KEY, SECOND_PROBE_KEY} & set(
+            v or {}), within=within, spacing=spacing, timer=timer, sleep=sleep)
     except StoreError as exc:
         return Check(name, "failed", FAIL, f"{exc} Then {advice}.")
     if gone is None:
         return Check(name, f"still there after {within:g} s", FAIL, advice)
-    return Check(name, f"key '{PROBE_KEY}' removed", OK)
+    return Check(name, "both removed", OK)
 
 
 # -- Microsoft's identity platform -----------------------------------------------------------
@@ -389,8 +418,14 @@ class _Unused(Clock):
 def _not_probed(verdict: str, why: str) -> list[Check]:
     """The write check's rows when nothing was written."""
     return [Check("maestro write", "not tried", verdict, why),
-            Check("write visible", "not measured", SKIPPED, "the probe was not written"),
-            Check("probe removed", "nothing to remove", SKIPPED, "the probe was not written")]
+            *_unwritten()]
+
+
+def _unwritten() -> list[Check]:
+    """The rows of what the probe would have measured."""
+    return [Check(name, value, SKIPPED, "the probe was not written") for name, value in (
+        ("write visible", "not measured"), ("key order", "not measured"),
+        ("probe removed", "nothing to remove"))]
 
 
 # -- all of them ---------------------------------------------------------------------------------

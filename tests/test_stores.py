@@ -280,3 +280,22 @@ def test_the_store_in_use_is_logged_once_at_info_without_secrets(sandbox, maestr
                     f"'{LABEL}'; token in Maestro credential '{LABEL}' key 'token' at "
                     f"{sandbox.maestro_url}"]
     assert sandbox.app.secret not in info[0]
+
+
+def test_on_a_maestro_older_than_3_renewals_are_only_ever_added(sandbox, tmp_path):
+    """Maestro before 3.0.0 cannot change a key, only add one: every renewal is added,
+    and none tries to fold the others in (which would fail, keeping the token on the
+    Runner instead)."""
+    sandbox.maestro.version = "2.9.0"
+    sandbox.put_app_credentials(LABEL)
+    sandbox.maestro.put_secret(LABEL, "token", a_token(sandbox, tmp_path))
+    store = MaestroTokenStore(MaestroVault(sandbox.maestro_sdk()), LABEL)
+    assert store.load_token()
+    start = store.generation
+    for _ in range(FOLD_AT + 1):
+        store._has_state_changed = True
+        assert store.save_renewed() == "saved"
+    keys = [i["key"] for i in sandbox.maestro.credentials[LABEL]]
+    assert len([k for k in keys if k.startswith("token.next.")]) == FOLD_AT + 1
+    newest = json.loads(newest_token(sandbox, LABEL))
+    assert newest["botcity"]["generation"] == start + FOLD_AT + 1

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import platform
-from ._maestro import MaestroVault, check_name
+from ._maestro import MaestroVault, check_name, edits_keys
 from .errors import StoreError, TokenFormatError
 from .settings import ENV_FALLBACK_DIR
 from .tokens import parse_token
@@ -108,6 +108,8 @@ class TextPersistence:
     #: written over it: places that several machines share, slowly and without a
     #: conditional write (Maestro).
     takes_renewals = False
+    #: Whether the text can be written over (a Maestro older than 3.0.0 can only add).
+    rewritable = True
 
     def load(self, max_age: float | None = None) -> str | None:
         """The text held now (None: none); ``max_age``: an earlier read this recent will
@@ -316,6 +318,10 @@ class MaestroText(TextPersistence):
         self.key = check_name("key", key)
         self.location = f"Maestro credential '{label}' key '{key}' at {vault.server}"
         self.removal = f"delete key '{key}' of the Maestro credential '{label}'"
+
+    @property
+    def rewritable(self) -> bool:  # type: ignore[override]
+        return edits_keys(self.vault.version)
 
     def load(self, max_age: float | None = None) -> str | None:
         values = self.vault.read(self.label, max_age=max_age)

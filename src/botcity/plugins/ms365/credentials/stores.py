@@ -279,7 +279,7 @@ class TokenStore(BaseTokenBackend):
         if self.read_only:
             return "not written (read-only)"
         if self.persistence.takes_renewals and self._from_store and (
-                self.links + 1 < FOLD_AT):
+                self.links + 1 < FOLD_AT or not self.persistence.rewritable):
             return self._add_renewal()
         try:
             stored = self.read_stored(max_age=0.0)

@@ -12,13 +12,14 @@ from botcity.plugins.ms365.credentials.errors import AuthorizationRequired, Stor
 from botcity.plugins.ms365.credentials.lifecycle import TokenLifecycle
 from botcity.plugins.ms365.credentials.persistence import (
     CLAIM,
+    HERD,
     REFUSED,
     RELEASE,
     Note,
     TextPersistence,
     obsolete,
 )
-from botcity.plugins.ms365.credentials.renewal import CLAIM_SECONDS, POLL
+from botcity.plugins.ms365.credentials.renewal import CLAIM_SECONDS, POLL, QUIET_STARTS
 from botcity.plugins.ms365.credentials.stores import TokenStore
 from botcity.plugins.ms365.credentials.tokens import generation, with_meta
 from conftest import START, FakeClock
@@ -99,7 +100,8 @@ class InMemory(TextPersistence):
         return [(n.kind, n.generation, n.by) for n in self.notes_kept]
 
 
-def token(issued: float, life: int = 3600, gen: int = 0, secret: str = "at0") -> str:
+def token(issued: float, life: int = 3600, gen: int = 0, secret: str = "at0",
+          quiet: int = 0) -> str:
     """A stored token as the plugin writes it: one account, one access and refresh token."""
     cache = {
         "AccessToken": {"at": {"secret": secret, "home_account_id": HOME, "environment": "e",
@@ -112,7 +114,7 @@ def token(issued: float, life: int = 3600, gen: int = 0, secret: str = "at0") ->
         "Account": {"acc": {"home_account_id": HOME, "environment": "e",
                             "username": "bot@contoso.com"}},
     }
-    return with_meta(cache, {"generation": gen})
+    return with_meta(cache, {"generation": gen, **({"quiet": quiet} if quiet else {})})
 
 
 class Bot:
@@ -257,6 +259,65 @@ def test_a_bot_that_finds_another_s_claim_waits_for_its_token(shared, clock):
     assert bot.refreshes == 0 and shared.writes == 0
     assert bot.held() == "theirs"
     assert noted(shared, CLAIM, 1, bot), "it claimed, after the other"
+
+
+def test_a_lone_bot_renews_an_expired_token_without_claiming(shared, clock):
+    shared.text = token(START - 4000, gen=1, quiet=QUIET_STARTS)
+    bot = Bot(shared, clock)
+    shared.reads = 0
+
+    assert bot.renew() is True
+
+    assert (bot.refreshes, shared.added, shared.writes) == (1, 0, 1), "no claim"
+    assert stored(shared)["botcity"]["quiet"] == QUIET_STARTS + 1
+    assert clock.now() == START, "no wait"
+
+
+@pytest.mark.parametrize("sign", [CLAIM, HERD])
+def test_a_lone_bot_claims_when_the_store_says_another_is_there(shared, clock, sign):
+    shared.text = token(START - 4000, gen=1, quiet=QUIET_STARTS)
+    bot = Bot(shared, clock)
+    shared.put_note(sign, 1, "other", START + CLAIM_SECONDS if sign == CLAIM else START)
+    if sign == CLAIM:
+        shared.on_read = lambda: setattr(shared, "text", token(
+            clock.now(), gen=2, secret="theirs", quiet=QUIET_STARTS + 1)) if (
+            clock.now() > START) else None
+
+    bot.renew()
+
+    assert bot.life._claims == 1, "it claimed (the claim may be gone with the renewal's write)"
+
+
+def test_a_claimed_renewal_that_met_another_claim_says_the_credential_is_shared(
+        shared, clock):
+    shared.text = token(START - 4000, gen=1, quiet=1)
+    bot = Bot(shared, clock)
+    shared.on_read = lambda: shared.put_note(CLAIM, 1, "late", clock.now() + CLAIM_SECONDS) if (
+        not any(by == "late" for _, _, by in shared.kinds())) and noted(
+        shared, CLAIM, 1, bot) else None
+
+    assert bot.renew() is True
+
+    assert "quiet" not in stored(shared)["botcity"], "quiet 0: the next start claims"
+
+
+def test_a_bot_its_renewer_did_not_see_leaves_a_herd_note(shared, clock):
+    expired(shared)
+    bot = Bot(shared, clock)
+    shared.put_note(CLAIM, 1, "other", START + CLAIM_SECONDS)
+    polls = []
+
+    def the_other_stores_a_token_that_met_nobody():
+        polls.append(clock.now())
+        if len(polls) == 2:
+            shared.text = token(clock.now(), gen=2, secret="theirs", quiet=1)
+
+    shared.on_read = the_other_stores_a_token_that_met_nobody
+
+    assert bot.renew() is False
+
+    assert bot.held() == "theirs"
+    assert noted(shared, HERD, 2, bot), "the next start on generation 2 claims"
 
 
 def test_a_claim_that_lapses_is_taken_over(shared, clock):

@@ -11,6 +11,7 @@ credential (or a local file), so an unattended Runner gets an authenticated
     account = service.ms365_account
 """
 
+from ._maestro import task_execution
 from .errors import (
     AuthorizationError,
     AuthorizationRequired,
@@ -45,4 +46,5 @@ __all__ = [
     "StoreUnavailable",
     "TokenFormatError",
     "__version__",
+    "task_execution",
 ]

@@ -151,6 +151,12 @@ _PENDING: dict[int, queue.Queue[str | BaseException]] = {}
 _PENDING_LOCK = threading.Lock()
 
 
+def read_answer(stdin: TextIO, timeout: float) -> str | None:
+    """A line a person typed at ``stdin`` (``""`` at its end), or None when none came
+    within ``timeout`` seconds (see :func:`_read_line`)."""
+    return _read_line(stdin, timeout)
+
+
 def _read_line(stdin: TextIO, timeout: float) -> str | None:
     """A line of ``stdin`` (``""`` at its end), or None when none came within ``timeout``
     seconds. The read runs in a daemon thread: a pipe nobody writes to (a scheduler, a
@@ -195,16 +201,9 @@ def console_consent(
         stdout.flush()
         line = _read_line(stdin, end - time.monotonic())
         if line is None:
-            raise AuthorizationRequired(
-                f"No one answered the consent prompt within {timeout:g} s "
-                "(MS365_CONSENT_TIMEOUT). Authorize with 'botcity-ms365 login' on a machine "
-                "with a person at the keyboard, or run the bot where someone can answer."
-            )
+            raise AuthorizationRequired.told("consent-timeout", timeout=f"{timeout:g}")
         if not line:
-            raise AuthorizationRequired(
-                "No one answered the consent prompt (stdin ended). Authorize with "
-                "'botcity-ms365 login' on a machine with a person at the keyboard."
-            )
+            raise AuthorizationRequired.told("consent-stdin-ended")
         try:
             return parse_redirect(line, redirect_uri, state)
         except AuthorizationError as exc:

@@ -106,6 +106,21 @@ def missing_permissions(wanted: Iterable[str], granted: Iterable[str]) -> frozen
     return frozenset(w for w in wanted if w.lower() not in have)
 
 
+def scope_names(permissions: Iterable[str]) -> tuple[str, ...]:
+    """How ``botcity-ms365 login --scopes`` spells ``permissions``: the ``Scopes`` names
+    (``mail_read_write`` for ``Mail.ReadWrite`` with ``Mail.Send``), ``basic`` first, then
+    the Graph permissions no member stands for, as they are."""
+    left = {p.lower(): p for p in permissions}
+    names = []
+    for member in sorted(Scopes, key=lambda m: (-len(m.permissions), m.name)):
+        wanted = {p.lower() for p in member.permissions}
+        if wanted <= set(left):
+            names.append(member.name.lower())
+            for permission in wanted:
+                del left[permission]
+    return (*sorted(names, key=lambda n: (n != "basic", n)), *sorted(left.values()))
+
+
 def _one(item: object) -> tuple[str, ...]:
     if isinstance(item, Scopes):
         return item.permissions

@@ -206,7 +206,7 @@ def test_status_check_finds_a_dead_refresh_token(sandbox, logged_in, tmp_path):
 def test_status_without_a_token(sandbox, tmp_path):
     run = cli(file_env(sandbox), "status", cwd=tmp_path)
     assert run.returncode == 1
-    assert "(none)" in run.stdout and "no token is stored in file" in run.stderr
+    assert "(none)" in run.stdout and "No token is stored in file" in run.stderr
 
 
 # -- logout and copy -------------------------------------------------------------------------

@@ -347,6 +347,48 @@ def test_nobody_pastes_the_address_in_time(sandbox, monkeypatch, tmp_path):
         "(with MS365_CLIENT_ID and MS365_CLIENT_SECRET set)"))
 
 
+def test_the_console_with_stdin_closed(sandbox, tmp_path):
+    """`botcity-ms365 login` run where nobody can type (a script, a scheduler): the
+    command to run at a terminal, with its label and scopes."""
+    sandbox.put_app_credentials(LABEL)
+    run = cli(maestro_env(sandbox), "login", "--label", LABEL, "--scopes", "mail_send",
+              cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr == "error: " + told(made("console-without-stdin"),
+                                          command=command(LABEL, "basic mail_send")) + "\n"
+
+
+def test_a_mistyped_scope_is_told_before_anything_else(sandbox, tmp_path):
+    sandbox.put_app_credentials(LABEL)
+    run = cli(maestro_env(sandbox), "login", "--label", LABEL, "--scopes", "mail_sned",
+              cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr == (
+        "error: Unknown scope 'mail_sned' (did you mean mail_send?). Use a Scopes member (for "
+        "example Scopes.MAIL_READ_WRITE), its name in lower case ('mail_read_write') or a "
+        "Microsoft Graph permission such as 'Calendars.ReadWrite'.\n")
+
+
+def test_status_of_a_credential_without_a_token_says_what_to_run(sandbox, tmp_path):
+    sandbox.put_app_credentials(LABEL)
+    run = cli(maestro_env(sandbox), "status", "--label", LABEL, "--scopes", "mail_send",
+              cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr == "problem: " + told(
+        "no-token", location=f"Maestro credential '{LABEL}' key 'token' at "
+        f"{sandbox.maestro_url}", command=command(LABEL, "basic mail_send")) + "\n"
+
+
+@pytest.mark.parametrize("subcommand", ["status", "logout", "login", "doctor"])
+def test_a_command_without_label_says_that_label_is_required(sandbox, tmp_path, subcommand):
+    """Issue 26, 6: it says that --label is required, rather than explaining."""
+    run = cli(maestro_env(sandbox), subcommand, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1] == (
+        "botcity-ms365: error: the argument --label is required with a Maestro connection "
+        "(--server or BOTCITY_SERVER): it names the credential, such as --label ms365")
+
+
 def test_stdin_ends_before_the_address(sandbox, monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.setattr(sys, "stdout", io.StringIO())

@@ -307,7 +307,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"store": store.location, "found": store.load_token()}
     problems: list[str] = []
     if not report["found"]:
-        problems.append(f"no token is stored in {store.location}")
+        from .errors import told
+
+        problems.append(told("no-token", location=store.location, command=_command(args)))
     else:
         if args.check:
             plugin = _plugin(args, maestro)
@@ -508,8 +510,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         raise UsageError("doctor checks a Maestro credential: give the Maestro server, login "
                          "and key (BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
     if not (args.label or args.token_label):
-        raise UsageError("--label names the credential to check (client_id, client_secret "
-                         "and the token)")
+        raise UsageError(LABEL_REQUIRED)
     checks = doctor.run(MaestroVault(maestro), label=args.label,
                         token_label=args.token_label or args.label, token_key=args.token_key,
                         settings=Settings.from_environ())

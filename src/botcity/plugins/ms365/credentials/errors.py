@@ -283,6 +283,13 @@ MESSAGES: dict[str, Told] = {
         "Sign in again and paste the address within that time: {command}.",
         "The console waited for the pasted address (an IDE's Run window counts as a "
         "person)."),
+    "console-without-stdin": Told(
+        ConfigurationError,
+        "consent='console' needs a person at the keyboard, but stdin is closed (a service, a "
+        "scheduler, or input redirected from nothing).",
+        "Sign in at a terminal, on a machine with a browser: {command}.",
+        "The console way was chosen (consent='console', MS365_CONSENT=console, or "
+        "botcity-ms365 login's default) where nobody can type."),
     "consent-stdin-ended": Told(
         AuthorizationRequired,
         "No one answered the consent prompt (stdin ended).",

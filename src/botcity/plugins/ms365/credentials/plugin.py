@@ -236,7 +236,8 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
             return
         wanted = resolve_permissions(scopes)
-        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv,
+                           command=lambda: self._login_command(self._with_granted(wanted)))
         cause: AuthorizationRequired | None = None
         if force:
             problem, missing = "token-replaced", frozenset(wanted)
@@ -278,18 +279,19 @@ class MS365CredentialsPlugin:
         choose (or add) the account; a token holds one account, so signing in another
         replaces the stored one.
         """
-        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
+        wanted = resolve_permissions(scopes)  # a mistyped scope is told before anything
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv,
+                           command=lambda: self._login_command(self._with_granted(wanted)))
         if mode == "none":
             raise AuthorizationRequired.told("sign-in-unattended").complete(
-                self._login_command(self._with_granted(resolve_permissions(scopes))))
+                self._login_command(self._with_granted(wanted)))
         claims = None
         try:
             self._lifecycle.check(app_only=self._app_only, ask_anyway=True)
         except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
             claims = exc.claims
-        return self._sign_in(mode, self._with_granted(resolve_permissions(scopes)),
-                             select_account=select_account, claims=claims,
-                             progress=progress)
+        return self._sign_in(mode, self._with_granted(wanted), select_account=select_account,
+                             claims=claims, progress=progress)
 
     # -- internals --------------------------------------------------------------------
     def _new_secret(self) -> bool:

@@ -8,6 +8,7 @@ permissions such as ``"Calendars.ReadWrite"``) into Graph permission names.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from enum import Enum
@@ -137,10 +138,11 @@ def _one(item: object) -> tuple[str, ...]:
         return ()
     if _RAW_PERMISSION.fullmatch(name):
         return (name,)
+    close = difflib.get_close_matches(text.lower(), [m.name.lower() for m in Scopes], n=1)
     raise ConfigurationError(
-        f"Unknown scope {text!r}. Use a Scopes member (for example Scopes.MAIL_READ_WRITE), "
-        "its name in lower case ('mail_read_write') or a Microsoft Graph permission such "
-        "as 'Calendars.ReadWrite'."
+        f"Unknown scope {text!r}" + (f" (did you mean {close[0]}?)" if close else "") + ". "
+        "Use a Scopes member (for example Scopes.MAIL_READ_WRITE), its name in lower case "
+        "('mail_read_write') or a Microsoft Graph permission such as 'Calendars.ReadWrite'."
     )
 
 

@@ -124,6 +124,17 @@ def test_a_credential_holding_only_a_token_has_no_app_keys_on_a_runner(sandbox, 
         run.stderr)
 
 
+def test_a_token_copied_into_a_credential_without_app_keys_is_warned_of(sandbox, maestro,
+                                                                        tmp_path):
+    authorized(sandbox, maestro)
+    run = cli(maestro_env(sandbox), "copy", "--from", f"maestro:{LABEL}", "--to",
+              "maestro:ms365-prod", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "warning: " + told("label-without-app-keys", label="ms365-prod",
+                                            server=sandbox.maestro_url,
+                                            keys="only the key token") + "\n"
+
+
 def test_no_app_keys_anywhere(sandbox):
     with pytest.raises(ConfigurationError) as caught:
         MS365CredentialsPlugin()
@@ -185,9 +196,9 @@ def test_login_writes_the_app_keys_then_the_token_and_a_runner_uses_them(sandbox
     run = cli(app_keys_env(sandbox), "login", "--label", "ms365-prod", "--scopes",
               *BOT_SCOPES, *extra, cwd=tmp_path, answer=person)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert ("Wrote client_id, client_secret and tenant_id (from this machine's environment "
-            "(MS365_CLIENT_ID, MS365_CLIENT_SECRET and MS365_TENANT_ID)) to Maestro credential "
-            "'ms365-prod'.") in run.stdout
+    assert ("Wrote client_id, client_secret and tenant_id to Maestro credential 'ms365-prod', "
+            "from this machine's environment (MS365_CLIENT_ID, MS365_CLIENT_SECRET and "
+            "MS365_TENANT_ID).") in run.stdout
     keys = {item["key"]: item["value"] for item in sandbox.maestro.credentials["ms365-prod"]}
     assert keys["client_id"] == sandbox.app.client_id
     assert keys["client_secret"] == sandbox.app.secret

@@ -215,8 +215,8 @@ def _app_keys_in_label(args: argparse.Namespace, maestro: Any) -> None:
                                       command=_command(args, "--write-app-keys")))
     for key, value, _ in keys:
         vault.write(args.label, key, value)
-    _out(f"Wrote {_and([key for key, _, _ in keys])} (from {source}) to Maestro credential "
-         f"'{args.label}'.")
+    _out(f"Wrote {_and([key for key, _, _ in keys])} to Maestro credential '{args.label}', "
+         f"from {source}.")
 
 
 def _app_keys(app: Any, args: argparse.Namespace, env: Any) -> list[tuple[str, str, str]]:
@@ -435,6 +435,16 @@ def cmd_copy(args: argparse.Namespace) -> int:
     summary = source.copy_to(target)
     _out(f"Copied the token of {summary['account']} ({', '.join(summary['permissions'])}) "
          f"from {source.location} to {target.location}.")
+    vault = getattr(target.persistence, "vault", None)
+    values = vault.read(target.label) if vault is not None else None
+    if vault is not None and values is not None and not any(
+            values.get(key) for key in ("client_id", "client_secret", "client_certificate")):
+        from .app_credentials import held_keys
+        from .errors import told
+
+        # fine as a token_label of its own; as a bot's credential_label, a Runner fails
+        _err("warning: " + told("label-without-app-keys", label=target.label,
+                                server=vault.server, keys=held_keys(values)))
     return EXIT_OK
 
 

@@ -21,6 +21,8 @@ from botcity.plugins.ms365.credentials import (
     MS365CredentialsError,
     MS365CredentialsPlugin,
     Scopes,
+    StoreError,
+    task_execution,
 )
 
 #: What the bot does with Microsoft 365 (authorize once with these: see README.md).
@@ -59,7 +61,14 @@ def send_with_graph_sdk(service, subject, text, to):
 
 def main():
     maestro = BotMaestroSDK.from_sys_args()
-    execution = maestro.get_execution()
+    try:
+        # maestro.get_execution(), with Maestro's failures told as the plugin tells them
+        execution = task_execution(maestro)
+    except StoreError as exc:
+        # Maestro is unreachable or refused the Runner's token: nothing can be reported
+        # to it, so the Runner's log gets the reason and the process fails
+        print(f"The bot could not start: {exc}")
+        return 1
     parameters = execution.parameters or {}
     label = parameters.get("ms365_credential_label", "ms365")
     print(f"Task ID is: {execution.task_id}")
@@ -100,14 +109,19 @@ def main():
         print(message)
         status, done, failed = AutomationTaskFinishStatus.FAILED, 0, 1
 
-    maestro.finish_task(
-        task_id=execution.task_id,
-        status=status,
-        message=message,
-        total_items=1,
-        processed_items=done,
-        failed_items=failed,
-    )
+    try:
+        maestro.finish_task(
+            task_id=execution.task_id,
+            status=status,
+            message=message,
+            total_items=1,
+            processed_items=done,
+            failed_items=failed,
+        )
+    except Exception as exc:  # Maestro went away during the run: say so, and what happened
+        print(f"Could not report the end of task {execution.task_id} to BotCity Maestro "
+              f"({type(exc).__name__}); the task's result was: {message}")
+        return 1
     return 0 if status == AutomationTaskFinishStatus.SUCCESS else 1
 
 

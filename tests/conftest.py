@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,41 @@ BOT_SCOPES = ("basic", "mail_send")
 DEADLINE = 60.0
 #: What a fake clock starts at (epoch seconds).
 START = 1_800_000_000.0
+
+#: What a sandbox names its folder (``Sandbox.__init__``).
+SANDBOX_FOLDERS = "botcity-ms365-sandbox-*"
+#: The test run's temporary folder (see :func:`pytest_configure`).
+SESSION_TMP: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's temporary files (the sandboxes' folders, with their TLS keys, this
+    process's and its subprocesses') go to a folder of this run, so that what a test
+    leaves behind is seen (a check after every test) and other runs on the machine do not
+    count; pytest's own tmp_path folders stay where they always are."""
+    global SESSION_TMP
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    SESSION_TMP = Path(tempfile.mkdtemp(prefix="botcity-ms365-tests-"))
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        os.environ[name] = str(SESSION_TMP)
+    tempfile.tempdir = str(SESSION_TMP)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_TMP is not None:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_sandbox_folder_is_left_behind() -> Iterator[None]:
+    """After each test: no sandbox's folder remains (a sandbox stopped, killed by a signal,
+    or refused its options, removes it)."""
+    yield
+    assert SESSION_TMP is not None
+    left = sorted(SESSION_TMP.glob(SANDBOX_FOLDERS))
+    for folder in left:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert not left, f"the test left {[f.name for f in left]} in the temporary folder"
 
 
 class FakeClock(Clock):

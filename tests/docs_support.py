@@ -3,8 +3,8 @@ docs/, their ``<!-- test: ... -->`` directives, and the sections of the pages th
 generated from the code or from a real run (``<!-- generated: NAME -->`` ... ``<!-- end
 generated -->``).
 
-Regenerate those sections after changing the CLI, ``errors.AADSTS`` or the sandbox's
-output, then review the diff::
+Regenerate those sections after changing the CLI, ``errors.AADSTS``, ``errors.MESSAGES``,
+``Scopes`` or the sandbox's output, then review the diff::
 
     .venv/bin/python tests/docs_support.py            # rewrite the generated sections
     .venv/bin/python tests/docs_support.py --check    # exit 1 when a page is stale
@@ -111,22 +111,34 @@ def sections(path: Path) -> dict[str, str]:
 
 
 def rewrite(path: Path, render: Callable[[str], str]) -> bool:
-    """Put ``render(name)`` into each generated section of ``path``; True if it changed."""
+    """Put ``render(name)`` into each generated section of ``path`` that differs from it
+    by more than a run's values (ports, times: :func:`normalize`); True if it changed."""
     text = path.read_text(encoding="utf-8")
-    new = _SECTION.sub(lambda m: m[1] + render(m["name"]) + m[4], text)
+
+    def section(match: re.Match[str]) -> str:
+        body = render(match["name"])
+        if normalize(body) == normalize(match["body"]):
+            body = match["body"]
+        return match[1] + body + match[4]
+
+    new = _SECTION.sub(section, text)
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
 
 
 def render(section: str) -> str:
-    """The text of a generated section: ``help [COMMAND...]``, ``aadsts``, ``cli-session``,
-    ``sandbox-session`` or ``doctor-session``."""
+    """The text of a generated section: ``help [COMMAND...]``, ``aadsts``, ``messages``,
+    ``scopes``, ``cli-session``, ``sandbox-session`` or ``doctor-session``."""
     words = section.split()
     if words[0] == "help":
         return fenced("text", cli_help(words[1:]))
     if words[0] == "aadsts":
         return aadsts_table()
+    if words[0] == "messages":
+        return messages_table()
+    if words[0] == "scopes":
+        return scopes_table()
     if words[0] == "cli-session":
         return fenced("text", shorten(cli_session()))
     if words[0] == "sandbox-session":
@@ -179,6 +191,43 @@ def aadsts_table() -> str:
         known = AADSTS[code]
         rows.append(f"| {code} | {cell(known.meaning)} | {cell(known.fix)} | "
                     f"`{RAISED_AS[known.kind]}` |")
+    return "\n".join(rows) + "\n"
+
+
+# -- errors.MESSAGES and Scopes --------------------------------------------------------
+#: How the messages table shows the sign-in command a message names in full.
+TABLE_COMMAND = ("botcity-ms365 login --label <label> --scopes <scopes> (with BOTCITY_SERVER, "
+                 "BOTCITY_LOGIN and BOTCITY_KEY of this workspace set)")
+
+
+def template(text: str) -> str:
+    """A message of ``errors.MESSAGES`` as the table shows it: ``<name>`` where a value
+    goes, in a code span."""
+    text = text.replace("{command}", TABLE_COMMAND)
+    return "`" + re.sub(r"\{(\w+)\}", r"<\1>", text).replace("|", "\\|") + "`"
+
+
+def messages_table() -> str:
+    from botcity.plugins.ms365.credentials.errors import MESSAGES
+
+    rows = ["| Message (its cause) | When it appears | What it says to do | Raised as |",
+            "|---|---|---|---|"]
+    for told in MESSAGES.values():
+        when = told.when.replace("|", "\\|")
+        rows.append(f"| {template(told.cause)} | {when} | {template(told.step)} | "
+                    f"`{told.raised_as.__name__}` |")
+    return "\n".join(rows) + "\n"
+
+
+def scopes_table() -> str:
+    from botcity.plugins.ms365.credentials import Scopes
+
+    rows = ["| `Scopes` member | Its name (`--scopes`, `scopes=[...]`) | Microsoft Graph "
+            "permissions | O365's name (also accepted) |", "|---|---|---|---|"]
+    for member in Scopes:
+        alias = f"`{member.value}`" if member.value != member.name.lower() else "-"
+        rows.append(f"| `Scopes.{member.name}` | `{member.name.lower()}` | "
+                    f"{', '.join(f'`{p}`' for p in member.permissions)} | {alias} |")
     return "\n".join(rows) + "\n"
 
 

@@ -21,6 +21,7 @@ from botcity.plugins.ms365.credentials import (
     ServiceUnavailable,
     StoreUnavailable,
 )
+from botcity.plugins.ms365.credentials.errors import told
 from conftest import BOT, BOT_SCOPES, bot_env, consent_answerer, run_process, with_discovery
 
 LABEL = "ms365"
@@ -466,7 +467,8 @@ def test_login_into_a_label_that_answers_500_creates_nothing_and_says_to_create_
               "--scopes", "basic", cwd=tmp_path, answer=consent_answerer(sandbox))
 
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "HTTP 500" in run.stderr and "create it in Maestro" in run.stderr
+    assert ("answered HTTP 500 to the read of credential 'new-token'" in run.stderr
+            and "Check that credential 'new-token' exists in Maestro" in run.stderr)
     assert "new-token" not in sandbox.maestro.credentials
     assert sandbox.requests("maestro", path_contains="/credential", method="POST") == []
     assert sandbox.requests("identity", path_contains="/authorize") == [], (
@@ -479,8 +481,8 @@ def test_a_label_that_answers_500_and_exists_says_what_to_check(sandbox, maestro
                               times=5)
     with pytest.raises(StoreUnavailable) as caught:
         MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
-    assert "HTTP 500" in str(caught.value)
-    assert "If the credential does not exist yet, create it" in str(caught.value)
+    assert str(caught.value) == told("maestro-failing-read", server=sandbox.maestro_url,
+                                     status=500, label=LABEL)
 
 
 @pytest.mark.parametrize("fault", [{"body": [{"key": "client_id"}]},
@@ -489,7 +491,7 @@ def test_a_label_that_answers_500_and_exists_says_what_to_check(sandbox, maestro
 def test_an_odd_200_from_maestro_is_store_unavailable(sandbox, maestro, fault):
     sandbox.put_app_credentials(LABEL)
     sandbox.maestro.fail_next(200, path_contains=f"/credential/{LABEL}", **fault)
-    with pytest.raises(StoreUnavailable, match="not a credential set"):
+    with pytest.raises(StoreUnavailable, match="not the JSON Maestro sends"):
         MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
 
 

@@ -18,6 +18,7 @@ from botcity.plugins.ms365.credentials import (
     StoreUnavailable,
     TokenFormatError,
 )
+from botcity.plugins.ms365.credentials.errors import MESSAGES, told
 from botcity.plugins.ms365.sandbox import expire_token_text
 from conftest import bot_env, run_process, script
 
@@ -26,13 +27,30 @@ LABEL = "ms365"
 # -- where the app credentials come from ----------------------------------------------
 
 
-def test_nothing_found_names_every_place_searched(sandbox, maestro):
+def test_nothing_found_names_every_place_searched(sandbox):
+    with pytest.raises(ConfigurationError) as caught:
+        MS365CredentialsPlugin(credential_label="ms365")  # Maestro not connected
+    assert str(caught.value) == told(
+        "no-app-keys", searched="the client_id/client_secret/client_certificate arguments; "
+        "Maestro credential 'ms365' (skipped: Maestro is not connected); the environment "
+        "variables MS365_CLIENT_ID and MS365_CLIENT_SECRET or MS365_CLIENT_CERTIFICATE")
+
+
+@pytest.mark.parametrize("environment", [False, True], ids=["alone", "with-app-keys-in-env"])
+def test_a_label_the_workspace_lacks_is_no_such_label_whatever_the_environment(
+        sandbox, maestro, monkeypatch, environment):
+    """A mistyped label is told as such, even on a developer's machine whose environment
+    holds the app's keys (which would otherwise have made a token-only credential)."""
+    if environment:
+        monkeypatch.setenv("MS365_CLIENT_ID", sandbox.app.client_id)
+        monkeypatch.setenv("MS365_CLIENT_SECRET", sandbox.app.secret)
     with pytest.raises(ConfigurationError) as caught:
         MS365CredentialsPlugin(maestro=maestro, credential_label="missing-label")
-    text = str(caught.value)
-    assert "client_id/client_secret/client_certificate arguments" in text
-    assert "Maestro credential 'missing-label'" in text and "no such label" in text
-    assert "MS365_CLIENT_ID" in text and "MS365_CLIENT_SECRET" in text
+    assert str(caught.value) == told(
+        "no-such-label", label="missing-label", server=sandbox.maestro_url,
+        command="botcity-ms365 login --label missing-label (with BOTCITY_SERVER, "
+                "BOTCITY_LOGIN and BOTCITY_KEY of this workspace set)")
+    assert "missing-label" not in sandbox.maestro.credentials
 
 
 def test_label_with_only_a_client_id(sandbox, maestro):
@@ -49,13 +67,25 @@ def test_only_one_argument(sandbox):
         MS365CredentialsPlugin(client_id=sandbox.app.client_id)
 
 
-def test_environment_is_the_last_source(sandbox, maestro, monkeypatch):
+def test_environment_is_the_last_source(sandbox, maestro, monkeypatch, caplog):
+    """A credential without the app's keys (a token alone) works on a machine whose
+    environment has them, with a warning that a Runner cannot use it."""
     monkeypatch.setenv("MS365_CLIENT_ID", sandbox.app.client_id)
     monkeypatch.setenv("MS365_CLIENT_SECRET", sandbox.app.secret)
     monkeypatch.setenv("MS365_TENANT_ID", "contoso.onmicrosoft.com")
-    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="absent")
+    sandbox.maestro.put_secret("token-only", "token", "")
+    plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="token-only")
     assert plugin.credentials == (sandbox.app.client_id, sandbox.app.secret)
     assert plugin.ms365_account.con.tenant_id == "contoso.onmicrosoft.com"
+    assert "A Runner, which has no such variables, cannot use this credential" in caplog.text
+
+
+def test_a_label_without_app_keys_on_a_runner(sandbox, maestro):
+    sandbox.maestro.put_secret("token-only", "token", "")
+    with pytest.raises(ConfigurationError) as caught:
+        MS365CredentialsPlugin(maestro=maestro, credential_label="token-only")
+    assert str(caught.value) == told("label-without-app-keys", label="token-only",
+                                     server=sandbox.maestro_url, keys="only the key token")
 
 
 @pytest.mark.parametrize("label", ["a/b", "a?b", "a#b", "with space", ""])
@@ -103,22 +133,26 @@ def test_missing_token_key_unattended(sandbox, maestro):
 
 
 @pytest.mark.parametrize(
-    ("fault", "match"),
+    ("fault", "name", "values"),
     [
-        ({"status": 401}, "refused the bot's access"),
-        ({"status": 500}, "answered HTTP 500"),
-        ({"status": 0, "drop": True}, "unreachable"),
-        ({"status": 200, "delay": 2.0}, "did not answer in 0.5 s"),
+        ({"status": 401}, "maestro-refused-key",
+         {"user": "sandbox", "doing": f"the read of credential '{LABEL}'", "status": 401}),
+        ({"status": 500}, "maestro-failing-read", {"label": LABEL, "status": 500}),
+        ({"status": 0, "drop": True}, "maestro-dropped",
+         {"error": "RemoteDisconnected: Remote end closed connection without response"}),
+        ({"status": 200, "delay": 2.0}, "maestro-slow",
+         {"doing": f"the read of credential '{LABEL}'", "seconds": "0.5"}),
     ],
     ids=["401", "500", "dropped", "timeout"],
 )
-def test_maestro_failing_at_start(sandbox, maestro, fault, match):
+def test_maestro_failing_at_start(sandbox, maestro, fault, name, values):
     sandbox.put_app_credentials(LABEL)
     maestro.timeout = 0.5
     sandbox.maestro.fail_next(path_contains="/api/v2/credential/", **fault)
-    with pytest.raises(StoreError, match=match) as caught:
+    with pytest.raises(StoreError) as caught:
         MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
-    assert f"credential '{LABEL}'" in str(caught.value)
+    assert str(caught.value) == told(name, server=sandbox.maestro_url, **values)
+    assert type(caught.value) is MESSAGES[name].raised_as
     assert maestro.access_token not in str(caught.value)
 
 
@@ -335,7 +369,7 @@ def _microsoft_down(sandbox):
 
 
 @pytest.mark.parametrize(("setup", "expected", "fix"), [
-    (_no_such_label, ConfigurationError, "no such label"),
+    (_no_such_label, ConfigurationError, "does not exist at"),
     (_maestro_fails, StoreUnavailable, "answered HTTP 500"),
     (_broken_token, TokenFormatError, f"delete key 'token' of the Maestro credential '{LABEL}'"),
     (_wrong_secret, AuthorizationError, "AADSTS7000215: the client secret is wrong"),

@@ -177,7 +177,8 @@ def test_a_trickling_maestro_is_store_unavailable(sandbox, trickle, monkeypatch)
     sdk = BotMaestroSDK()
     sdk.server, sdk.access_token, sdk._version = trickle.url, "a token", "3.5.0"
 
-    with pytest.raises(StoreUnavailable, match="did not finish answering within 1 s"):
+    with pytest.raises(StoreUnavailable, match="did not finish answering the read of "
+                       "credential 'ms365' within 1 s"):
         MaestroText(MaestroVault(sdk), LABEL).load()
     cut_off(trickle)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from botcity.plugins.ms365.credentials.errors import told
 from botcity.plugins.ms365.sandbox import expire_token_text
 from conftest import DEADLINE, bot_env, consent_answerer, newest_token, run_process
 
@@ -127,14 +128,18 @@ def test_maestro_down_at_login_is_not_called_a_wrong_key(sandbox, tmp_path):
     sandbox.maestro.fail_next(503, times=2, path_contains="/api/v2/")  # version and login
     run = cli(maestro_env(sandbox), "status", "--label", LABEL, cwd=tmp_path)
     assert run.returncode == 1
-    assert "answered 503 to the login: it is down or busy" in run.stderr
-    assert "check the login and key" not in run.stderr
+    assert "answered HTTP 503 to the login: it is failing or overloaded" in run.stderr
+    assert "refused the login" not in run.stderr
 
 
-def test_login_with_an_unknown_label(sandbox, tmp_path):
+def test_login_with_an_unknown_label_and_no_app_keys_here_stops(sandbox, tmp_path):
     run = cli(maestro_env(sandbox), "login", "--label", "nope", cwd=tmp_path)
     assert run.returncode == 1
-    assert "Maestro credential 'nope'" in run.stderr and "no such label" in run.stderr
+    assert run.stderr == "error: " + told(
+        "login-needs-app-keys", label="nope", server=sandbox.maestro_url,
+        state="does not exist", command="botcity-ms365 login --label nope --scopes basic "
+        "(with BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace set)") + "\n"
+    assert "nope" not in sandbox.maestro.credentials
 
 
 @pytest.mark.parametrize(
@@ -201,7 +206,7 @@ def test_status_check_finds_a_dead_refresh_token(sandbox, logged_in, tmp_path):
 def test_status_without_a_token(sandbox, tmp_path):
     run = cli(file_env(sandbox), "status", cwd=tmp_path)
     assert run.returncode == 1
-    assert "(none)" in run.stdout and "no token is stored in file" in run.stderr
+    assert "(none)" in run.stdout and "No token is stored in file" in run.stderr
 
 
 # -- logout and copy -------------------------------------------------------------------------
@@ -332,12 +337,12 @@ def test_the_unattended_error_names_the_login_command(sandbox, tmp_path):
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label=LABEL)
     with pytest.raises(AuthorizationRequired) as caught:
         plugin.authenticate(["mail_read"], consent="none")
-    assert ("botcity-ms365 login --label ms365 --scopes Mail.Read User.Read (with "
+    assert ("botcity-ms365 login --label ms365 --scopes basic mail_read (with "
             "BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY") in str(caught.value)
 
     # ...and that command, run as printed, fixes it
-    run = cli(maestro_env(sandbox), "login", "--label", "ms365", "--scopes", "Mail.Read",
-              "User.Read", cwd=tmp_path, answer=consent_answerer(sandbox))
+    run = cli(maestro_env(sandbox), "login", "--label", "ms365", "--scopes", "basic",
+              "mail_read", cwd=tmp_path, answer=consent_answerer(sandbox))
     assert run.returncode == 0, run.stderr
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         ["mail_read"], consent="none")

@@ -234,11 +234,13 @@ def test_runner_without_a_token_fails_fast_with_one_alert(sandbox):
     assert run.returncode == 1
     assert "Paste" not in run.stdout and "Open this URL" not in run.stdout
     task = sandbox.maestro.tasks[task_id]
-    assert task.finish_status == "FAILED" and "Nobody is here to consent" in task.finish_message
+    assert task.finish_status == "FAILED" and (
+        "A person must sign in once, on a machine with a browser: botcity-ms365 login "
+        "--label") in task.finish_message
     [alert] = sandbox.maestro.alerts
     assert alert["type"] == "ERROR" and alert["taskId"] == str(task_id)
     assert f"Maestro credential '{LABEL}' key 'token'" in alert["message"]
-    assert "User.Read" in alert["message"]
+    assert "--scopes basic" in alert["message"]
 
 
 def test_one_alert_per_process_however_often_the_bot_retries(sandbox):

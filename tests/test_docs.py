@@ -11,6 +11,7 @@
       ``developer`` (the same, with a Maestro credential holding the app's keys),
       ``runner`` (a Runner task's arguments, the credential authorized once),
       ``runner-first-time`` (the same, nobody has authorized yet),
+      ``runner-maestro-down`` (a Runner task's arguments, Maestro stopped),
       ``certificate`` (``bot.pem`` registered on the app, no client secret),
       ``bot-folder`` (a copy of ``bot_example/``).
   ``<!-- test: then STATEMENT -->``
@@ -39,6 +40,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,17 +158,24 @@ class Scene:
             self.box.sandbox.put_app_credentials("ms365")
         if scene == "runner":
             self.box.authorize("ms365", scopes=DOC_SCOPES)
-        if scene in ("runner", "runner-first-time"):
+        if scene in ("runner", "runner-first-time", "runner-maestro-down"):
             self.monkeypatch.setattr(sys, "argv", ["bot.py", *self.box.runner_argv()])
             closed = io.StringIO()
             closed.close()
             self.monkeypatch.setattr(sys, "stdin", closed)  # a Runner's: nobody there
+        if scene == "runner-maestro-down":
+            # the Runner's Maestro is not running: nothing listens at its address
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", 0))
+                port = free.getsockname()[1]
+            self.monkeypatch.setattr(sys, "argv", ["bot.py", f"http://127.0.0.1:{port}",
+                                                   *sys.argv[2:]])
         if scene == "certificate":
             made = self.box.sandbox.add_certificate()
             (folder / "bot.pem").write_text(made.pem)
             self.monkeypatch.delenv("MS365_CLIENT_SECRET")
-        if scene not in ("local", "developer", "runner", "runner-first-time", "certificate",
-                         "bot-folder"):
+        if scene not in ("local", "developer", "runner", "runner-first-time",
+                         "runner-maestro-down", "certificate", "bot-folder"):
             raise AssertionError(f"unknown scene {scene!r}")
 
     def placeholders(self, code: str) -> str:
@@ -348,6 +357,61 @@ def test_the_consent_prompt_is_quoted_as_the_plugin_prints_it():
         for line in block.code.splitlines():
             if line and not line.startswith("https://"):
                 assert line in source, f"{block.where}: the plugin does not print {line!r}"
+
+
+def test_the_troubleshooting_page_has_every_message_of_the_plugin():
+    from botcity.plugins.ms365.credentials.errors import MESSAGES
+
+    page = REPO / "docs" / "troubleshooting.md"
+    table = sections(page)["messages"]
+    assert len([row for row in table.splitlines() if row.startswith("| `")]) == len(MESSAGES)
+
+
+# -- one spelling of permissions -------------------------------------------------------
+#: What the docs, the example bot and the sandbox's docstrings are read for.
+SPELLED = [*pages(), *sorted((REPO / "bot_example").rglob("*.py")),
+           *sorted((REPO / "sandbox" / "src").rglob("*.py"))]
+_LIST = re.compile(r"(?:\bscopes\s*=\s*|\bSCOPES\s*=\s*|authenticate\(\s*|sign_in\(\s*)"
+                   r"\[([^\]]*)\]")
+_RAW = re.compile(r"[A-Za-z]+(\.[A-Za-z]+)+")
+
+
+def spellings() -> tuple[set[str], set[str]]:
+    """(the Scopes names, O365's other names for the same sets)."""
+    from botcity.plugins.ms365.credentials import Scopes
+
+    names = {m.name.lower() for m in Scopes}
+    return names, {m.value for m in Scopes} - names
+
+
+@pytest.mark.parametrize("path", SPELLED, ids=name)
+def test_permissions_are_spelled_one_way(path: Path):
+    """The Scopes names (``mail_send``, ``Scopes.MAIL_SEND``) or Microsoft's permissions
+    (``Mail.Send``): O365's names for the same sets appear in one table only (the
+    configuration reference's generated ``scopes`` section)."""
+    names, aliases = spellings()
+    text = path.read_text(encoding="utf-8")
+    if "scopes" in sections(path):
+        text = text.replace(sections(path)["scopes"], "")
+    where = name(path)
+    for listed in _LIST.finditer(text):
+        for word in re.findall(r"[\"']([^\"']+)[\"']", listed[1]):
+            assert word in names or _RAW.fullmatch(word), f"{where}: scope {word!r}"
+    for given in re.finditer(r"--scopes((?:[ \t]+[\w.]+)+)", text):
+        for word in given[1].split():
+            assert word not in aliases, f"{where}: --scopes ... {word}: use its Scopes name"
+            if word not in names and not _RAW.fullmatch(word):
+                break  # the words after the scopes
+    for alias in aliases:
+        assert not re.search(rf"[\"'`]{alias}[\"'`]", text), (
+            f"{where}: {alias!r} is O365's name; the docs spell it as its Scopes name")
+
+
+def test_the_configuration_reference_lists_every_scope_and_its_other_name_once():
+    names, aliases = spellings()
+    table = sections(REPO / "docs" / "configuration.md")["scopes"]
+    for word in names | aliases:
+        assert table.count(f"`{word}`") == 1, word
 
 
 # -- the configuration reference -------------------------------------------------------

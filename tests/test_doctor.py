@@ -327,7 +327,8 @@ def test_a_reader_key_reads_but_its_writes_get_403(sandbox):
     vault = MaestroVault(connect(sandbox.maestro_url, sandbox.maestro.login,
                                  sandbox.maestro.reader_key()))
     assert vault.read(LABEL) == before
-    with pytest.raises(StoreError, match="refused the bot's access") as caught:
+    with pytest.raises(StoreError, match="refused the access of login 'sandbox' to the "
+                       "write of credential") as caught:
         vault.write(LABEL, "token", "{}")
     assert caught.value.status == 403
     assert keys(sandbox) == before

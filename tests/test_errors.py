@@ -26,15 +26,30 @@ def answer(code: str, error: str = "invalid_grant", separator: str = "\r\n", **e
             "error_codes": [int(code.removeprefix("AADSTS"))], **extra}
 
 
+COMMAND = "botcity-ms365 login --label ms365 --scopes basic (with BOTCITY_SERVER set)"
+
+
 @pytest.mark.parametrize("code", sorted(AADSTS))
 def test_every_known_code_becomes_its_exception_with_meaning_and_fix(code):
     known = AADSTS[code]
     error = explain(answer(code), "refreshing the access token")
     assert type(error) is KINDS[known.kind]
     assert code in str(error) and known.meaning in str(error)
-    assert known.fix in str(error) or not known.fix
+    if isinstance(error, AuthorizationRequired):  # its command, once the plugin says it
+        assert str(error.complete(COMMAND)) == (
+            f"Microsoft refused refreshing the access token: invalid_grant ({code}: "
+            f"{known.meaning}). " + known.fix.replace("{command}", COMMAND)).strip()
+    else:
+        assert "{command}" not in known.fix
+        assert known.fix in str(error) or not known.fix
     if isinstance(error, AuthorizationError):
         assert error.code == code and error.meaning == known.meaning
+
+
+def test_only_a_sign_in_names_the_command_and_it_names_it_once():
+    for code, known in AADSTS.items():
+        assert known.fix.count("{command}") == (known.kind == "sign_in" and code != "AADSTS53003")
+        assert "botcity-ms365 login" not in known.fix, code  # the whole command, not a part
 
 
 @pytest.mark.parametrize("separator", ["\r\n", " "])

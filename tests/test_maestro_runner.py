@@ -108,7 +108,10 @@ def test_runner_without_a_token_fails_fast_and_says_what_to_do(sandbox):
     assert run.returncode == 1
     assert task.finish_status == "FAILED"
     assert f"Maestro credential '{LABEL}' key 'token'" in task.finish_message
-    assert "authorize" in task.finish_message
+    assert task.finish_message.endswith(
+        "yet. A person must sign in once, on a machine with a browser: botcity-ms365 login "
+        f"--label {LABEL} --scopes basic mail_send (with BOTCITY_SERVER, BOTCITY_LOGIN and "
+        "BOTCITY_KEY of this workspace set).")
     assert sandbox.requests("identity") == []
 
 

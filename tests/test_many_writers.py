@@ -130,7 +130,7 @@ def test_logout_is_not_undone_by_a_token_kept_on_a_runner(sandbox, tmp_path):
     task, run = runner_run(sandbox)
 
     assert newest_token(sandbox, LABEL) is None, "logged out stays logged out"
-    assert task.finish_status == "FAILED" and "Nobody is here to consent" in (
+    assert task.finish_status == "FAILED" and "No token is stored in Maestro credential" in (
         task.finish_message)
     assert len(sandbox.maestro.alerts) == 1
     assert not kept.exists()

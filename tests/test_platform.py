@@ -214,7 +214,8 @@ def test_windows_nul_is_nobody(sandbox, monkeypatch, a_descriptor):
     monkeypatch.setattr(platform, "SYSTEM", "win32")
     monkeypatch.setattr(platform, "_WINDOWS", windows(FILE_TYPE_CHAR, console=False))
     monkeypatch.setattr(sys, "stdin", a_descriptor)
-    with pytest.raises(AuthorizationRequired, match="Nobody is here to consent"):
+    with pytest.raises(AuthorizationRequired,
+                       match="No token is stored in .* yet. A person must sign in once"):
         MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret).authenticate()
 
 

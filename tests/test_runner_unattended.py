@@ -36,12 +36,14 @@ def test_a_020_bot_on_a_runner_ends_with_the_unattended_error_and_one_alert(sand
     assert run.returncode == 1, run.stdout + run.stderr
     assert "Paste the address" not in run.stdout  # it never waited at the console
     assert "AuthorizationRequired" in run.stderr
-    assert "Nobody is here to consent (unattended run)" in run.stderr
-    assert "botcity-ms365 login --label ms365" in run.stderr
+    assert ("No token is stored in file " in run.stderr and " yet. A person must sign in once, "
+            "on a machine with a browser: botcity-ms365 login --label ms365 --scopes basic "
+            "mail_read (with BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace "
+            "set), and hand the plugin the Runner's Maestro connection") in run.stderr
     assert "maestro=BotMaestroSDK.from_sys_args()" in run.stderr
     [alert] = sandbox.maestro.alerts
     assert alert["type"] == "ERROR" and alert["taskId"] == str(task_id)
-    assert "botcity-ms365 login" in alert["message"] and "Mail.Read" in alert["message"]
+    assert "botcity-ms365 login --label ms365 --scopes basic mail_read" in alert["message"]
     assert not sandbox.token_requests()  # no sign-in was started either
     assert not (tmp_path / "o365_token.txt").exists()
 

@@ -291,7 +291,7 @@ def test_a_runner_bot_whose_maestro_token_expired_fails_at_its_first_read(tmp_pa
         run = run_process([*bot, *sbx.maestro.runner_argv(task_id, token)],
                           sbx.process_env(MS365_FALLBACK_DIR=str(tmp_path / "fallback")))
         assert run.returncode != 0
-        assert "StoreError" in run.stderr and "refused the bot's access" in run.stderr
+        assert "StoreError" in run.stderr and "refused the token of task" in run.stderr
         assert [(r.path.rsplit("/", 1)[-1], r.status) for r in sbx.requests("maestro")] == [
             ("version", 200), ("ms365", 401)]
         assert sbx.requests("identity") == sbx.requests("graph") == []

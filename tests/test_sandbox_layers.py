@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from botcity.plugins.ms365.sandbox import Sandbox
 from conftest import REPO
 
@@ -106,3 +108,21 @@ def test_authorize_leaves_the_environment_alone(tmp_path, monkeypatch):
         assert [r.form().get("grant_type") for r in sandbox.token_requests()] == [
             "authorization_code"]
     assert dict(os.environ) == before
+
+
+def test_a_sandbox_leaves_no_folder_behind_stopped_or_refused():
+    """Its folder holds the TLS key: gone when it stops, and when its options are refused
+    after the folder was made (conftest checks the same after every test)."""
+    import tempfile
+
+    def folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("botcity-ms365-sandbox-*"))
+
+    before = folders()
+    with Sandbox() as sandbox:
+        assert (Path(sandbox.ca_file).parent / "server-key.pem").is_file()
+        assert len(folders() - before) == 1
+    assert folders() == before
+    with pytest.raises(ValueError):
+        Sandbox(maestro_latency=(0.3, 0.1))
+    assert folders() == before

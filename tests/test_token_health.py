@@ -170,13 +170,38 @@ def test_a_refresh_token_rejected_during_a_run_raises_and_alerts_maestro_once(sa
     sandbox.tenant.kill_refresh_tokens("revoked")
     plugin = MS365CredentialsPlugin(maestro=maestro, credential_label="ms365")
 
-    with pytest.raises(AuthorizationRequired, match="AADSTS70008"):
+    with pytest.raises(AuthorizationRequired, match="AADSTS70008") as caught:
         plugin.ms365_account.get_current_user_data()  # the bot's own Graph call
 
     [alert] = sandbox.maestro.alerts
-    assert "stopped working" in alert["message"] and "AADSTS70008" in alert["message"]
-    assert "botcity-ms365 login --label ms365 --scopes Mail.Read User.Read" in alert["message"]
+    said = ("Microsoft refused refreshing the access token: invalid_grant (AADSTS70008: the "
+            "refresh token expired or was revoked). A person must sign in again, on a machine "
+            "with a browser: botcity-ms365 login --label ms365 --scopes basic mail_read (with "
+            "BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace set).")
+    assert alert["message"] == said
+    assert str(caught.value) == said, "the bot's error names the whole command too"
     assert plugin.is_authenticated is False
     with pytest.raises(AuthorizationRequired):
         plugin.authenticate(consent="none")
     assert len(sandbox.maestro.alerts) == 1, "one alert per process"
+
+
+def test_a_consent_to_more_permissions_leaves_one_token_a_new_process_reads_whole(
+        sandbox, tmp_path):
+    """msal keys a refresh token by its permissions: a second consent, to more, would leave
+    the first beside it, and O365 reads the first it finds; a new process (a Runner's next
+    start) would then say the token lacks what was just granted. A sign-in keeps only the
+    tokens it was given."""
+    first = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                                   token_path=tmp_path)
+    first.authenticate([Scopes.FILES_READ_WRITE_ALL], consent=sandbox.consent_redirect)
+    first.authenticate([Scopes.MAIL_READ_WRITE], consent=sandbox.consent_redirect)
+    stored = json.loads((tmp_path / "o365_token.txt").read_text())
+    assert len(stored["RefreshToken"]) == len(stored["AccessToken"]) == 1
+    [entry] = stored["RefreshToken"].values()
+    assert {"Files.ReadWrite.All", "Mail.ReadWrite", "Mail.Send"} <= set(entry["target"].split())
+
+    later = MS365CredentialsPlugin(sandbox.app.client_id, sandbox.app.secret,
+                                   token_path=tmp_path)
+    later.authenticate([Scopes.FILES_READ_WRITE_ALL, Scopes.MAIL_READ_WRITE], consent="none")
+    assert later.is_authenticated

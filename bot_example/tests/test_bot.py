@@ -20,7 +20,7 @@ import pytest
 
 BOT = Path(__file__).resolve().parent.parent / "bot.py"
 #: what bot.py asks for (the person who authorizes the bot consents to these)
-SCOPES = ["basic", "message_send"]
+SCOPES = ["basic", "mail_send"]
 LABEL = "ms365"
 
 
@@ -50,6 +50,26 @@ def test_the_bot_sends_its_report_and_finishes_its_task(ms365_sandbox):
     assert ms365_sandbox.alerts() == []
 
 
+def test_maestro_unreachable_is_one_line_and_a_failed_exit(ms365_sandbox):
+    """A Runner starts the bot while Maestro is down: no traceback, the reason in one line
+    of the Runner's log, exit 1."""
+    ms365_sandbox.authorize(LABEL, scopes=SCOPES)
+    argv = ms365_sandbox.runner_argv(parameters={"ms365_credential_label": LABEL})
+    ms365_sandbox.fail_maestro(times=10, status=0)  # every connection dropped
+
+    done = subprocess.run(
+        [sys.executable, str(BOT), *argv], cwd=BOT.parent,
+        env={**os.environ, **ms365_sandbox.env}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=120,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith("The bot could not start: BotCity Maestro at ")
+    assert "dropped the connection" in line and "Try again in a few minutes" in line
+
+
 def test_a_revoked_token_fails_the_task_and_tells_maestro_once(ms365_sandbox):
     ms365_sandbox.authorize(LABEL, scopes=SCOPES)
     # Weeks later: the stored access token has expired and an administrator revoked the
@@ -62,10 +82,14 @@ def test_a_revoked_token_fails_the_task_and_tells_maestro_once(ms365_sandbox):
 
     task = ms365_sandbox.task(argv[1])
     assert task["finish_status"] == "FAILED", output
-    assert "botcity-ms365 login" in task["finish_message"]
+    # one cause (Microsoft's), one next step: the command, with its label and scopes
+    command = ("botcity-ms365 login --label ms365 --scopes basic mail_send (with "
+               "BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace set).")
+    assert task["finish_message"].endswith(command)
+    assert task["finish_message"].count("botcity-ms365 login") == 1
     alerts = ms365_sandbox.alerts()
     assert len(alerts) == 1, alerts
-    assert "botcity-ms365 login" in alerts[0]["message"]
+    assert alerts[0]["message"].endswith(command)
     assert ms365_sandbox.messages("sentitems") == []
 
 

@@ -11,6 +11,7 @@ credential (or a local file), so an unattended Runner gets an authenticated
     account = service.ms365_account
 """
 
+from ._maestro import task_execution
 from .azure_credential import MS365TokenCredential
 from .errors import (
     AuthorizationError,
@@ -47,4 +48,5 @@ __all__ = [
     "StoreUnavailable",
     "TokenFormatError",
     "__version__",
+    "task_execution",
 ]

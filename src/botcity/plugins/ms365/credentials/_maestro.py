@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._transport import DeadlineExceeded, bounded
-from .errors import ConfigurationError, StoreError, StoreUnavailable
+from ._transport import DeadlineExceeded, bounded, connection_failure
+from .errors import MESSAGES, ConfigurationError, StoreError, StoreUnavailable, told
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,69 @@ SDK_FAILURES = (requests.RequestException, ValueError, KeyError, AttributeError,
                 RuntimeError)
 
 
+def failure(exc: BaseException, *, server: str, doing: str, label: str | None = None,
+            user: str = "", task: str = "", timeout: float | None = None,
+            sdk_timeout: float = 30.0) -> StoreError:
+    """The plugin's error for a failed Maestro request (``doing``: "the login", "the read
+    of credential 'ms365'", ...), one cause and one next step (:data:`.errors.MESSAGES`):
+    the connection refused, a host that does not resolve, a certificate not trusted, a
+    dropped connection, an answer too slow, a 5xx, a 401/403 (of a login, a logged-in SDK
+    or a Runner's ``task``), or an answer that is not Maestro's. ``timeout``: the bound of
+    the whole request (``MS365_HTTP_TIMEOUT``), ``sdk_timeout``: the SDK's own, per socket
+    read."""
+    where = {"server": server, "doing": doing, "label": label, "user": user, "task": task}
+    if isinstance(exc, requests.Timeout):
+        seconds = timeout if isinstance(exc, DeadlineExceeded) and timeout else sdk_timeout
+        return _made("maestro-slow", where, seconds=f"{seconds:g}")
+    if isinstance(exc, requests.ConnectionError):
+        kind = connection_failure(exc)
+        return _made(f"maestro-{kind}" if kind != "refused" else "maestro-refused-connection",
+                     where, error=_innermost(exc))
+    response = getattr(exc, "response", None)
+    found = re.search(r"returned (\d{3})", str(exc)) if isinstance(exc, ValueError) else None
+    status = getattr(response, "status_code", None) or (int(found.group(1)) if found else None)
+    if status in (401, 403):
+        name = ("maestro-refused-login" if doing == "the login" else
+                "maestro-refused-runner" if task else "maestro-refused-key")
+        return _made(name, where, status=status)
+    if status is not None and (status >= 500 or status == 429):
+        name = "maestro-failing-read" if label and doing.startswith("the read") else (
+            "maestro-failing")
+        return _made(name, where, status=status)
+    if status == 404 and doing.startswith("the read of task"):
+        return _made("maestro-no-task", where, status=status)
+    if status is not None:
+        return _made("maestro-not-maestro", where, status=status, what=f"HTTP {status}")
+    if isinstance(exc, RuntimeError):  # the SDK's own checks: not logged in, no version
+        return _made("maestro-not-logged-in", where, error=str(exc).strip().rstrip("."))
+    if isinstance(exc, (ValueError, KeyError, AttributeError, TypeError)):
+        # an answer that is not a credential set or a task: a proxy's page, an odd gateway
+        return _made("maestro-not-maestro", where, what="not the JSON Maestro sends")
+    return StoreError(f"BotCity Maestro at {server} failed {doing}: {type(exc).__name__}.")
+
+
+def _innermost(exc: BaseException) -> str:
+    """The error under requests' and urllib3's wrappers ("RemoteDisconnected: Remote end
+    closed connection without response"), without an address's details."""
+    inner: BaseException = exc
+    for _ in range(5):  # requests' ConnectionError > urllib3's MaxRetryError > ... > the OS's
+        nested = getattr(inner, "reason", None) or next(
+            (a for a in inner.args if isinstance(a, BaseException)), None)
+        if not isinstance(nested, BaseException):
+            break
+        inner = nested
+    text = str(inner.args[-1] if inner.args else "")
+    return f"{type(inner).__name__}: {text}" if text and len(text) < 120 else (
+        type(inner).__name__)
+
+
+def _made(name: str, where: dict[str, Any], status: int | None = None,
+          **values: object) -> StoreError:
+    kind = MESSAGES[name].raised_as
+    assert issubclass(kind, StoreError), name
+    return kind(told(name, **where, status=status, **values), status=status)
+
+
 def connect(server: str, login: str, key: str, timeout: float | None = None) -> Any:
     """A ``BotMaestroSDK`` logged in to ``server`` (what ``botcity-ms365`` uses); each
     request of the login ends within ``timeout`` s (``MS365_HTTP_TIMEOUT``)."""
@@ -67,28 +130,30 @@ def connect(server: str, login: str, key: str, timeout: float | None = None) -> 
     try:
         with bounded(seconds):
             sdk.login()
-    except requests.Timeout as exc:
-        raise StoreUnavailable(f"BotCity Maestro at {server} did not answer the login "
-                               f"within {seconds:g} s ({type(exc).__name__}). Try again "
-                               "later.") from None
-    except requests.ConnectionError as exc:
-        raise StoreUnavailable(f"BotCity Maestro at {server} is unreachable "
-                               f"({type(exc).__name__}).") from None
     except SDK_FAILURES as exc:
         # its version call raises HTTPError; its login says "Error during login. Server
         # returned <status>. <Maestro's message>"
-        response = getattr(exc, "response", None)
-        found = re.search(r"returned (\d{3})", str(exc))
-        status = getattr(response, "status_code", None) or (
-            int(found.group(1)) if found else None)
-        if status is not None and (status >= 500 or status == 429):
-            raise StoreUnavailable(f"BotCity Maestro at {server} answered {status} to the "
-                                   "login: it is down or busy. Try again in a few minutes.",
-                                   status=status) from None
-        raise StoreError(f"BotCity Maestro at {server} refused the login {login!r}: check "
-                         "the login and key (Maestro > Dev. Environment), and the server "
-                         "address.") from None
+        raise failure(exc, server=server, doing="the login", user=login,
+                      timeout=seconds) from None
     return sdk
+
+
+def task_execution(maestro: Any) -> Any:
+    """``maestro.get_execution()``, the task a Runner started the bot for (its id and
+    parameters), bounded by ``MS365_HTTP_TIMEOUT``; Maestro's failures are the plugin's
+    :class:`~.errors.StoreError` (:class:`~.errors.StoreUnavailable` when Maestro is down
+    or failing), one cause and one next step, instead of the SDK's ``ConnectionError`` or
+    ``ValueError``. Without a Runner (BotCity's offline mode) it is the SDK's offline
+    execution."""
+    seconds = Settings.from_environ().http_timeout
+    try:
+        with bounded(seconds):
+            return maestro.get_execution()
+    except SDK_FAILURES as exc:
+        raise failure(exc, server=str(getattr(maestro, "server", "") or "?"),
+                      doing=f"the read of task {task_id(maestro) or '?'}",
+                      task=task_id(maestro), timeout=seconds,
+                      sdk_timeout=float(getattr(maestro, "timeout", 30.0) or 30.0)) from None
 
 
 def is_online(sdk: Any) -> bool:
@@ -189,46 +254,14 @@ class MaestroVault:
         return f"MaestroVault(server={self.server!r})"
 
     def _fail(self, action: str, label: str, exc: BaseException) -> StoreError:
-        where = f"BotCity Maestro at {self.server}"
-        if isinstance(exc, requests.HTTPError) and exc.response is not None:
-            status = exc.response.status_code
-            if status in (401, 403):
-                hint = ("Maestro refused the bot's access: check the login and key (or that "
-                        "the Runner's task is still running) and that this workspace may use "
-                        f"credential '{label}'")
-                return StoreError(f"Could not {action} credential '{label}' in {where}: "
-                                  f"{hint}.", status=status)
-            absent = (" If the credential does not exist yet, create it in Maestro "
-                      "(Orchestrator > Credentials) with at least one key, then try again; "
-                      "otherwise Maestro is failing: try again later, or check its health."
-                      if action == "read" else " Try again, or check Maestro's health.")
-            return StoreUnavailable(
-                f"Could not {action} credential '{label}' in {where}: Maestro answered "
-                f"HTTP {status}.{absent}", status=status)
-        if isinstance(exc, DeadlineExceeded):
-            return StoreUnavailable(
-                f"Could not {action} credential '{label}': {where} did not finish "
-                f"answering within {self.timeout:g} s (MS365_HTTP_TIMEOUT). Try again "
-                "later, or check Maestro's health and the network.")
-        if isinstance(exc, requests.Timeout):
-            return StoreUnavailable(
-                f"Could not {action} credential '{label}': {where} did not answer in "
-                f"{getattr(self._sdk, 'timeout', '?')} s."
-            )
-        if isinstance(exc, requests.ConnectionError):
-            return StoreUnavailable(
-                f"Could not {action} credential '{label}': {where} is unreachable.")
-        if isinstance(exc, (ValueError, AttributeError, TypeError)):
-            # an answer that is not a credential set: a proxy's page, an odd gateway
-            return StoreUnavailable(
-                f"Could not {action} credential '{label}': {where} answered something that "
-                "is not a credential set (a proxy or gateway page?). Try again later, or "
-                "check the server address and the machine's proxy."
-            )
-        if isinstance(exc, RuntimeError):  # the SDK's own checks (version, login)
-            return StoreError(f"Could not {action} credential '{label}' in {where}: {exc}")
-        return StoreError(f"Could not {action} credential '{label}' in {where}: "
-                          f"{type(exc).__name__}.")
+        """The error for ``action`` ("read", "write", "remove a key of") on ``label``."""
+        doing = {"read": f"the read of credential '{label}'",
+                 "write": f"the write of credential '{label}'"}.get(
+            action, f"the removal of a key of credential '{label}'")
+        return failure(exc, server=self.server, doing=doing, label=label,
+                       user=str(getattr(self._sdk, "_login", "") or ""),
+                       task=task_id(self._sdk), timeout=self.timeout,
+                       sdk_timeout=float(getattr(self._sdk, "timeout", 30.0) or 30.0))
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """The SDK's ``method``; each request it makes ends within :attr:`timeout` s."""
@@ -321,12 +354,8 @@ class MaestroVault:
                 secrets = []
             elif not edits_keys(getattr(self._sdk, "version", None)):
                 if any(item.get("key") == key for item in secrets):
-                    raise StoreError(
-                        f"BotCity Maestro at {self.server} is version {self._sdk.version}; "
-                        "changing an existing credential key needs Maestro 3.0.0 or newer. "
-                        f"Upgrade Maestro, or delete key '{key}' of credential '{label}' "
-                        "so the plugin can add it again."
-                    )
+                    raise StoreError(told("maestro-too-old", server=self.server,
+                                          version=self._sdk.version, key=key, label=label))
                 self._call("create_credential", label, key, value)
             else:
                 edited = [dict(item) for item in secrets if item.get("key") == key

@@ -241,6 +241,9 @@ class PluginConnection(Connection):
         #: (an operator rotated it in Maestro while the bot ran), and the refresh is tried
         #: once more with it.
         self.new_secret: Callable[[], bool] | None = None
+        #: the plugin's ``botcity-ms365 login`` command for this token (for the errors
+        #: that say a person must sign in: :meth:`.errors.AuthorizationRequired.complete`)
+        self.login_command: Callable[[], str] | None = None
 
     @property
     def refresh_count(self) -> int:
@@ -374,6 +377,16 @@ class PluginConnection(Connection):
         return session
 
     def oauth_request(self, url: str, method: str, **kwargs: Any) -> Any:
+        """O365's request (:meth:`_request`); when a person must sign in, the error says
+        the whole command (:attr:`login_command`)."""
+        try:
+            return self._request(url, method, **kwargs)
+        except AuthorizationRequired as exc:
+            if self.login_command is not None:
+                exc.complete(self.login_command())
+            raise
+
+    def _request(self, url: str, method: str, **kwargs: Any) -> Any:
         """O365's request, after the lifecycle's hook (which renews the access token when
         this process's moment to do so has come: see ``lifecycle.py``). A request that
         gets no answer within the timeout raises :class:`ServiceUnavailable`."""
@@ -407,9 +420,9 @@ class PluginConnection(Connection):
 
     def _no_token(self) -> AuthorizationRequired:
         return AuthorizationRequired(
-            f"No usable token is held for {self.token_backend.location}: call "
-            "authenticate() before using the account, or have a person sign in "
-            "(botcity-ms365 login).")
+            f"The account was used before authenticate(): no token is held for "
+            f"{self.token_backend.location}.", step="Call service.authenticate(scopes=...) "
+            "before using service.ms365_account.")
 
     def _apply(self) -> None:
         """Put the access token held on the session (O365's ``RuntimeError`` when there is
@@ -481,9 +494,8 @@ class PluginConnection(Connection):
             scopes = self.token_backend.get_token_scopes(username=self.username,
                                                          remove_reserved=True)
             if not scopes:
-                raise AuthorizationRequired(
-                    "The stored token has no refresh token for the signed-in account. "
-                    "A person must sign in again to authorize the app.")
+                raise AuthorizationRequired.told("no-refresh-token",
+                                                 location=self.token_backend.location)
 
             def silent(client: Any) -> Any:
                 accounts = client.get_accounts(username=self.username)
@@ -495,9 +507,8 @@ class PluginConnection(Connection):
 
             result = self._call(doing, silent)
             if result is None:
-                raise AuthorizationRequired(
-                    "The stored token has no refresh token for the signed-in account. "
-                    "A person must sign in again to authorize the app.")
+                raise AuthorizationRequired.told("no-refresh-token",
+                                                 location=self.token_backend.location)
         if (result and result.get("error") == "invalid_client" and not retried
                 and self.new_secret is not None and self.new_secret()):
             log.info("Refreshing again with the client secret now in the credential")
@@ -649,7 +660,8 @@ def _signed_in(account: Account, result: dict[str, Any], client_type: str,
     claims = result.get("id_token_claims") or {}
     if claims.get("oid") and claims.get("tid"):
         home = f"{claims['oid']}.{claims['tid']}"
-        store.keep_only_account(home)
+        store.keep_only_account(home, frozenset(
+            str(result[name]) for name in ("access_token", "refresh_token") if result.get(name)))
         con._username = None
         con._set_username_from_token_backend(home_account_id=home)
     if con.session is not None:

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as _urllib3_errors
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -235,6 +236,32 @@ def _connect_failed(exc: requests.ConnectionError) -> bool:
     reason = getattr(exc.args[0] if exc.args else None, "reason", None)
     return isinstance(exc, requests.ConnectTimeout) or isinstance(
         reason, (NewConnectionError, ConnectTimeoutError))
+
+
+#: What the OS says when a connection is refused (Linux and macOS ``ECONNREFUSED``, Windows
+#: ``WSAECONNREFUSED`` 10061), and when a host name has no address (glibc, macOS, Windows).
+_REFUSED = ("Connection refused", "[Errno 111]", "[Errno 61]", "WinError 10061",
+            "actively refused")
+#: urllib3 2's (1.26 says it in the text only)
+_NAME_RESOLUTION: Any = getattr(_urllib3_errors, "NameResolutionError", ())
+_NO_SUCH_HOST = ("Failed to resolve", "Name or service not known", "nodename nor servname",
+                 "getaddrinfo failed", "Temporary failure in name resolution",
+                 "No address associated")
+
+
+def connection_failure(exc: requests.ConnectionError) -> str:
+    """Why a connection failed, as a user fixes it: ``"refused"`` (nothing listens at the
+    address), ``"unknown-host"`` (the name does not resolve), ``"untrusted"`` (its TLS
+    certificate is not trusted here) or ``"dropped"`` (anything else: reset, closed)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "untrusted"
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    text = f"{exc} {reason!r}"
+    if isinstance(reason, _NAME_RESOLUTION) or any(t in text for t in _NO_SUCH_HOST):
+        return "unknown-host"
+    if isinstance(reason, ConnectionRefusedError) or any(t in text for t in _REFUSED):
+        return "refused"
+    return "dropped"
 
 
 class GraphAdapter(DeadlineAdapter):

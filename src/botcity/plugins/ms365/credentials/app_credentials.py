@@ -8,16 +8,21 @@ First hit wins: explicit arguments; the Maestro credential ``credential_label`` 
 ``MS365_CLIENT_CERTIFICATE`` (a path) with ``MS365_CLIENT_CERTIFICATE_THUMBPRINT`` and
 ``MS365_CLIENT_CERTIFICATE_PASSWORD``, ``MS365_TENANT_ID``). A place has exactly one of a
 secret or a certificate; both, or a client id with neither, is an error that names the
-keys found there. When no place has anything, the error lists every place searched.
+keys found there. A Maestro credential that does not exist is an error of its own (a
+mistyped label is not helped by the environment's keys, which a Runner does not have); one
+without the app's keys is skipped, with a warning when the environment's keys are used
+instead. When no place has anything, the error lists every place searched.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._maestro import MaestroVault
-from .errors import ConfigurationError
+from .errors import ConfigurationError, login_command, told
 from .settings import (
     ENV_CLIENT_CERTIFICATE,
     ENV_CLIENT_CERTIFICATE_PASSWORD,
@@ -29,6 +34,8 @@ from .settings import (
 
 if TYPE_CHECKING:  # imported when a certificate is used: most bots have a secret
     from .certificates import ClientCertificate
+
+log = logging.getLogger(__name__)
 
 
 class AppCredentials(NamedTuple):
@@ -122,19 +129,43 @@ def from_credential(values: Mapping[str, str], where: str, *, tenant: str,
     return found.resolve(tenant, source) if found.anything() else None
 
 
+class Searched(list[str]):
+    """The places searched, when none had the app's credentials; ``bare``: the Maestro
+    credential that exists without them (its message), if one was named."""
+
+    bare: str | None = None
+
+
+def held_keys(values: Mapping[str, str]) -> str:
+    """What a credential holds, for a message (its keys' names, without the notes the
+    plugin adds beside the token)."""
+    names = sorted(k for k in values if not _NOTE_KEY.search(k))
+    if not names:
+        return "no keys"
+    if len(names) == 1:
+        return f"only the key {names[0]}"
+    return f"only the keys {', '.join(names[:-1])} and {names[-1]}"
+
+
+_NOTE_KEY = re.compile(r"\.(claim|release|refused)\.\d+\.[0-9a-f]+$")
+
+
+def no_such_label(label: str, server: str) -> ConfigurationError:
+    """A Maestro credential ``label`` that the workspace at ``server`` does not have."""
+    return ConfigurationError(told("no-such-label", label=label, server=server,
+                                   command=login_command(label=label)))
+
+
 def resolve_app_credentials(client_id: str | None, client_secret: str | None,
                             tenant_id: str | None, **where: Any) -> AppCredentials:
-    """:func:`find_app_credentials`, and an error listing every place searched when none
+    """:func:`find_app_credentials`, and an error saying where they are missing when none
     has them."""
     found = find_app_credentials(client_id, client_secret, tenant_id, **where)
     if isinstance(found, AppCredentials):
         return found
-    raise ConfigurationError(
-        "No client id and credential for the Azure app. Searched: " + "; ".join(found)
-        + ". Pass client_id with client_secret (or client_certificate), or create a Maestro "
-        "credential with the keys client_id and client_secret (or client_certificate) and "
-        "pass its label as credential_label, or set the environment variables."
-    )
+    if isinstance(found, Searched) and found.bare:
+        raise ConfigurationError(found.bare)
+    raise ConfigurationError(told("no-app-keys", searched="; ".join(found)))
 
 
 def find_app_credentials(
@@ -150,8 +181,9 @@ def find_app_credentials(
     client_certificate_password: str | None = None,
 ) -> AppCredentials | list[str]:
     """The app's credentials, or (when no place has any) the places searched. A place
-    with a wrong or half credential is a :class:`ConfigurationError`."""
-    searched: list[str] = []
+    with a wrong or half credential, and a Maestro credential ``label`` that does not
+    exist, are a :class:`ConfigurationError`."""
+    searched = Searched()
     env_tenant = env.tenant_id
 
     found = _Found("The arguments", ("client_id", "client_secret", "client_certificate",
@@ -170,15 +202,16 @@ def find_app_credentials(
             values = vault.read(label)
             where = f"Maestro credential '{label}' at {vault.server}"
             if values is None:
-                searched.append(f"{where} (no such label)")
-            else:
-                tenant = tenant_id or values.get("tenant_id") or env_tenant or "common"
-                app = from_credential(values, where, tenant=tenant,
-                                      source=f"Maestro credential '{label}'")
-                if app is not None:
-                    return app
-                searched.append(f"{where} (no client_id, client_secret or client_certificate "
-                                "keys)")
+                raise no_such_label(label, vault.server)
+            tenant = tenant_id or values.get("tenant_id") or env_tenant or "common"
+            app = from_credential(values, where, tenant=tenant,
+                                  source=f"Maestro credential '{label}'")
+            if app is not None:
+                return app
+            searched.append(f"{where} (no client_id, client_secret or client_certificate "
+                            "keys)")
+            searched.bare = told("label-without-app-keys", label=label, server=vault.server,
+                                 keys=held_keys(values))
 
     found = _Found(f"The environment ({ENV_CLIENT_ID}, {ENV_CLIENT_SECRET}, "
                    f"{ENV_CLIENT_CERTIFICATE})",
@@ -187,6 +220,11 @@ def find_app_credentials(
                    env.client_id, env.client_secret, env.certificate, env.thumbprint,
                    env.password)
     if found.anything():
+        if searched.bare:
+            log.warning("Maestro credential '%s' has no app keys: using the environment's "
+                        "(%s). A Runner, which has no such variables, cannot use this "
+                        "credential: add client_id and client_secret to it in Maestro.",
+                        label, ENV_CLIENT_ID)
         return found.resolve(tenant_id or env_tenant or "common", "environment")
     searched.append(f"the environment variables {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} or "
                     f"{ENV_CLIENT_CERTIFICATE}")

@@ -103,10 +103,15 @@ def _store_spec(spec: str, maestro: Any, key: str, *, read_only: bool = False) -
     raise UsageError(f"{spec!r} is not file:PATH or maestro:LABEL")
 
 
+#: What a command without --label is told when a Maestro connection is given.
+LABEL_REQUIRED = ("the argument --label is required with a Maestro connection (--server or "
+                  "BOTCITY_SERVER): it names the credential, such as --label ms365")
+
+
 def _token_store(args: argparse.Namespace, maestro: Any, *, read_only: bool = False) -> Any:
     """The store the options name: the Maestro credential (with a connection) or the file."""
     if maestro is not None and not (args.label or args.token_label):
-        raise UsageError("with Maestro, --label names the credential that holds the token")
+        raise UsageError(LABEL_REQUIRED)
     spec = (f"maestro:{args.token_label or args.label}" if maestro is not None
             else f"file:{args.token_path or '.'}")
     return _store_spec(spec, maestro, args.token_key, read_only=read_only)
@@ -116,8 +121,7 @@ def _plugin(args: argparse.Namespace, maestro: Any, **extra: Any) -> Any:
     from .plugin import MS365CredentialsPlugin
 
     if maestro is not None and not (args.label or args.token_label):
-        raise UsageError("with Maestro, --label names the credential (client_id, "
-                         "client_secret and the token)")
+        raise UsageError(LABEL_REQUIRED)
     return MS365CredentialsPlugin(
         client_id=getattr(args, "client_id", None),
         client_secret=Settings.from_environ().app.client_secret if getattr(
@@ -163,8 +167,109 @@ def _human_time(iso: str | None, *, future: bool) -> str:
 
 
 # -- commands -----------------------------------------------------------------------------
+def _command(args: argparse.Namespace, *extra: str) -> str:
+    """This ``login`` command, as a message repeats it (the key never in it)."""
+    from .errors import login_command
+    from .scopes import resolve_permissions, scope_names
+
+    return login_command(label=args.label, token_label=args.token_label,
+                         token_key=args.token_key, token_path=args.token_path or None,
+                         scopes=scope_names(resolve_permissions(args.scopes)), extra=extra)
+
+
+def _app_keys_in_label(args: argparse.Namespace, maestro: Any) -> None:
+    """Before a sign-in into Maestro credential ``--label``: it must hold the app's keys, or
+    a Runner could not use the token. When it does not (or does not exist), the keys of
+    the arguments or this machine's environment are written into it, if the person says
+    yes (or passed ``--write-app-keys``); otherwise nothing is written and the command
+    stops, saying why."""
+    from ._maestro import MaestroVault
+    from .app_credentials import AppCredentials, find_app_credentials, from_credential, held_keys
+    from .errors import ConfigurationError, told
+
+    vault = MaestroVault(maestro)
+    values = vault.read(args.label)
+    where = {"label": args.label, "server": vault.server}
+    if values is not None:
+        if from_credential(values, f"Maestro credential '{args.label}' at {vault.server}",
+                           tenant="common", source="Maestro") is not None:
+            return
+        state = f"has no app keys (it holds {held_keys(values)})"
+    else:
+        state = "does not exist"
+    env = Settings.from_environ().app
+    app = find_app_credentials(args.client_id, env.client_secret if args.client_id else None,
+                               args.tenant_id, vault=None, label=None, env=env)
+    if not isinstance(app, AppCredentials):
+        raise ConfigurationError(told("login-needs-app-keys", **where, state=state,
+                                      command=_command(args)))
+    keys = _app_keys(app, args, env)
+    source = ("the arguments and the environment" if app.source == "arguments" else
+              "this machine's environment") + " (" + _and([origin for _, _, origin in keys]) + ")"
+    if not args.write_app_keys and not _yes(
+            f"Maestro credential '{args.label}' at {vault.server} {state}. Write "
+            f"{_and([key for key, _, _ in keys])} into it, from {source}, so that Runners can "
+            "use it? [y/N]"):
+        raise ConfigurationError(told("login-declined-app-keys", **where, state=state,
+                                      source=source,
+                                      command=_command(args, "--write-app-keys")))
+    for key, value, _ in keys:
+        vault.write(args.label, key, value)
+    _out(f"Wrote {_and([key for key, _, _ in keys])} to Maestro credential '{args.label}', "
+         f"from {source}.")
+
+
+def _app_keys(app: Any, args: argparse.Namespace, env: Any) -> list[tuple[str, str, str]]:
+    """(key, value, where it came from) of the app's keys, as a Maestro credential holds
+    them: a certificate's PEM text, not its path."""
+    from .settings import (
+        ENV_CLIENT_CERTIFICATE,
+        ENV_CLIENT_CERTIFICATE_PASSWORD,
+        ENV_CLIENT_CERTIFICATE_THUMBPRINT,
+        ENV_CLIENT_ID,
+        ENV_CLIENT_SECRET,
+        ENV_TENANT_ID,
+    )
+
+    keys = [("client_id", app.client_id, "--client-id" if args.client_id else ENV_CLIENT_ID)]
+    if app.certificate is None:
+        keys.append(("client_secret", app.client_secret, ENV_CLIENT_SECRET))
+    else:
+        pem = Path(env.certificate)
+        keys.append(("client_certificate", pem.read_text(encoding="utf-8")
+                     if pem.is_file() else str(env.certificate), ENV_CLIENT_CERTIFICATE))
+        if env.thumbprint:
+            keys.append(("client_certificate_thumbprint", env.thumbprint,
+                         ENV_CLIENT_CERTIFICATE_THUMBPRINT))
+        if env.password:
+            keys.append(("client_certificate_password", env.password,
+                         ENV_CLIENT_CERTIFICATE_PASSWORD))
+    if app.tenant_id not in ("common", "organizations", "consumers"):
+        keys.append(("tenant_id", app.tenant_id,
+                     "--tenant-id" if args.tenant_id else ENV_TENANT_ID))
+    return keys
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _yes(question: str) -> bool:
+    """A person's yes to ``question`` (False when nobody can answer: no terminal, or no
+    answer within ``MS365_CONSENT_TIMEOUT``)."""
+    from . import consent
+
+    if not consent.stdin_is_usable(sys.stdin):
+        return False
+    _out(question)
+    line = consent.read_answer(sys.stdin, Settings.from_environ().consent_timeout)
+    return (line or "").strip().lower() in ("y", "yes")
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     maestro = _maestro(args)
+    if maestro is not None and args.label:
+        _app_keys_in_label(args, maestro)
     plugin = _plugin(args, maestro)
     plugin.sign_in(args.scopes, consent=args.consent, select_account=args.force,
                    progress=_countdown(args.quiet))
@@ -194,10 +299,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     maestro = _maestro(args)
     store = _token_store(args, maestro, read_only=not args.check)
+    vault = getattr(store.persistence, "vault", None)
+    if vault is not None and args.label and vault.read(args.label) is None:
+        from .app_credentials import no_such_label
+
+        raise no_such_label(args.label, vault.server)
     report: dict[str, Any] = {"store": store.location, "found": store.load_token()}
     problems: list[str] = []
     if not report["found"]:
-        problems.append(f"no token is stored in {store.location}")
+        from .errors import told
+
+        problems.append(told("no-token", location=store.location, command=_command(args)))
     else:
         if args.check:
             plugin = _plugin(args, maestro)
@@ -237,28 +349,37 @@ def _app_credential(args: argparse.Namespace, store: Any, report: dict[str, Any]
     """What the app signs in with (from the credential the token store read: no other
     Maestro request), into ``report``; a certificate within 30 days of its expiry is a
     warning, an expired one or a credential that cannot be used a problem."""
-    from .app_credentials import find_app_credentials
+    from .app_credentials import find_app_credentials, held_keys
     from .certificates import WARN_DAYS
+    from .errors import told
 
     vault = getattr(getattr(store, "persistence", None), "vault", None)
+    warnings = []
+    values = vault.read(args.label) if vault is not None and args.label else None
+    if values is not None and vault is not None and not any(values.get(key) for key in (
+            "client_id", "client_secret", "client_certificate")):
+        # a token alone: it works here with the environment's keys, not on a Runner
+        warnings.append(told("label-without-app-keys", label=args.label, server=vault.server,
+                             keys=held_keys(values)))
+        vault = None
     try:
         app = find_app_credentials(getattr(args, "client_id", None), None, args.tenant_id,
                                    vault=vault, label=args.label if vault else None,
                                    env=Settings.from_environ().app)
     except MS365CredentialsError as exc:
         problems.append(f"the app's credential cannot be used: {exc}")
-        return []
+        return warnings
     if isinstance(app, list):
-        return []  # none anywhere (only the places searched): the token alone is shown
+        return warnings  # none anywhere (only the places searched): the token alone is shown
     report["app_credential"] = app.describe()
     days = app.certificate.days_left() if app.certificate else None
     if days is not None and days <= 0:
         problems.append(f"the app's {app.describe()}: it has expired; make a new one, upload "
                         "it to the app and put it in the credential")
     elif days is not None and days <= WARN_DAYS:
-        return [f"the app's {app.describe()} (in {days:.0f} days): make a new one, upload it "
-                "to the app and put it in the credential before then"]
-    return []
+        warnings.append(f"the app's {app.describe()} (in {days:.0f} days): make a new one, "
+                        "upload it to the app and put it in the credential before then")
+    return warnings
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -314,6 +435,16 @@ def cmd_copy(args: argparse.Namespace) -> int:
     summary = source.copy_to(target)
     _out(f"Copied the token of {summary['account']} ({', '.join(summary['permissions'])}) "
          f"from {source.location} to {target.location}.")
+    vault = getattr(target.persistence, "vault", None)
+    values = vault.read(target.label) if vault is not None else None
+    if vault is not None and values is not None and not any(
+            values.get(key) for key in ("client_id", "client_secret", "client_certificate")):
+        from .app_credentials import held_keys
+        from .errors import told
+
+        # fine as a token_label of its own; as a bot's credential_label, a Runner fails
+        _err("warning: " + told("label-without-app-keys", label=target.label,
+                                server=vault.server, keys=held_keys(values)))
     return EXIT_OK
 
 
@@ -389,8 +520,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         raise UsageError("doctor checks a Maestro credential: give the Maestro server, login "
                          "and key (BOTCITY_SERVER, BOTCITY_LOGIN, BOTCITY_KEY)")
     if not (args.label or args.token_label):
-        raise UsageError("--label names the credential to check (client_id, client_secret "
-                         "and the token)")
+        raise UsageError(LABEL_REQUIRED)
     checks = doctor.run(MaestroVault(maestro), label=args.label,
                         token_label=args.token_label or args.label, token_key=args.token_key,
                         settings=Settings.from_environ())
@@ -491,7 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A person signs in to Microsoft 365 and consents; the token is stored "
         "in Maestro (or the token file) for every Runner. It always signs in, even when a "
         "token is stored (so it repairs one Microsoft revoked), asking for --scopes plus "
-        "the permissions the stored token has.")
+        "the permissions the stored token has. A --label credential without the app's keys "
+        "(or one that does not exist) gets them from this machine's, if you say yes: a "
+        "token alone there would be of no use to a Runner.")
     login.add_argument("--scopes", nargs="+", default=["basic"], metavar="SCOPE",
                        help="Scopes names (mail_read_write, files_read_write_all, ...) or "
                        "Graph permissions (Calendars.ReadWrite); default: basic")
@@ -500,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--force", action="store_true",
                        help="let the person choose the account (Microsoft's account picker): "
                        "to sign in another account, which replaces the stored one")
+    login.add_argument("--write-app-keys", action="store_true",
+                       help="when the --label credential lacks the app's keys (or does not "
+                       "exist), write them from --client-id or MS365_CLIENT_ID, "
+                       "MS365_CLIENT_SECRET (or MS365_CLIENT_CERTIFICATE) and MS365_TENANT_ID "
+                       "without asking")
     login.set_defaults(func=cmd_login)
 
     status = commands.add_parser(

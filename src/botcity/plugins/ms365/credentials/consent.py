@@ -42,12 +42,14 @@ from urllib.parse import parse_qs, urlsplit
 from . import _o365, platform
 from ._maestro import started_by_runner, task_id
 from .errors import (
+    LOGIN,
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
     MS365CredentialsError,
     aadsts_code,
     explain,
+    told,
 )
 from .settings import is_loopback
 
@@ -80,10 +82,11 @@ def is_unattended(maestro: Any, stdin: TextIO | None, argv: Sequence[str] = (),
 
 def choose_mode(
     consent: str | ConsentHandler | None, maestro: Any, stdin: TextIO | None,
-    argv: Sequence[str] = (),
+    argv: Sequence[str] = (), command: Callable[[], str] | None = None,
 ) -> str | ConsentHandler:
     """The consent way to use: the one chosen (an argument, else ``MS365_CONSENT``), else
-    by context (``argv``: the process's arguments, ``sys.argv``)."""
+    by context (``argv``: the process's arguments, ``sys.argv``). ``command``: the sign-in
+    command a message names when the console cannot be used."""
     chosen: str | ConsentHandler | None = consent or None
     if callable(chosen):
         return chosen
@@ -96,10 +99,8 @@ def choose_mode(
             "that takes the consent URL and returns the address the browser landed on."
         )
     if mode == "console" and not stdin_is_usable(stdin):
-        raise ConfigurationError(
-            "consent='console' needs someone at the keyboard, but stdin is closed. Authorize "
-            "on a machine with a person (botcity-ms365 login), or choose another way."
-        )
+        raise ConfigurationError(told("console-without-stdin",
+                                      command=command() if command else LOGIN))
     return mode
 
 
@@ -151,6 +152,12 @@ _PENDING: dict[int, queue.Queue[str | BaseException]] = {}
 _PENDING_LOCK = threading.Lock()
 
 
+def read_answer(stdin: TextIO, timeout: float) -> str | None:
+    """A line a person typed at ``stdin`` (``""`` at its end), or None when none came
+    within ``timeout`` seconds (see :func:`_read_line`)."""
+    return _read_line(stdin, timeout)
+
+
 def _read_line(stdin: TextIO, timeout: float) -> str | None:
     """A line of ``stdin`` (``""`` at its end), or None when none came within ``timeout``
     seconds. The read runs in a daemon thread: a pipe nobody writes to (a scheduler, a
@@ -195,16 +202,9 @@ def console_consent(
         stdout.flush()
         line = _read_line(stdin, end - time.monotonic())
         if line is None:
-            raise AuthorizationRequired(
-                f"No one answered the consent prompt within {timeout:g} s "
-                "(MS365_CONSENT_TIMEOUT). Authorize with 'botcity-ms365 login' on a machine "
-                "with a person at the keyboard, or run the bot where someone can answer."
-            )
+            raise AuthorizationRequired.told("consent-timeout", timeout=f"{timeout:g}")
         if not line:
-            raise AuthorizationRequired(
-                "No one answered the consent prompt (stdin ended). Authorize with "
-                "'botcity-ms365 login' on a machine with a person at the keyboard."
-            )
+            raise AuthorizationRequired.told("consent-stdin-ended")
         try:
             return parse_redirect(line, redirect_uri, state)
         except AuthorizationError as exc:

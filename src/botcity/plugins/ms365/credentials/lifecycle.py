@@ -334,12 +334,12 @@ class TokenLifecycle:
                 self.refresh_now()
             return
         if not store.has_data and not self.load():
-            raise AuthorizationRequired(f"No token is stored in {store.location}.")
+            raise AuthorizationRequired.told("no-token", location=store.location)
         if self._access_token_works():
             return
         if not store.get_refresh_token():
-            raise AuthorizationRequired(
-                f"The token in {store.location} has expired and has no refresh token.")
+            raise AuthorizationRequired.told("token-expired-no-refresh",
+                                             location=store.location)
         self.renew()
 
     def refused_by_graph(self, why: str, claims: str | None = None,
@@ -372,11 +372,9 @@ class TokenLifecycle:
     def refused_again(self, why: str) -> AuthorizationRequired:
         """Graph refused the renewed access token too: the account cannot be used without a
         person (the error, with its one alert; ``is_authenticated`` is False from now on)."""
-        error = AuthorizationRequired(
-            f"Microsoft Graph refused the access token of {self.store.location} even after "
-            f"it was renewed (HTTP 401, {why}): the account may be disabled, or its sessions "
-            "revoked. A person must sign in again: botcity-ms365 login.",
-            error="invalid_token")
+        error = AuthorizationRequired.told("graph-refused-renewed",
+                                           location=self.store.location, why=why,
+                                           error="invalid_token")
         held = self._held()
         self._refused_access = held.get("secret") if held else None
         self.rejected = error
@@ -561,10 +559,8 @@ class TokenLifecycle:
             now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
             if any(n.kind == REFUSED for n in notes) and not self._ask_anyway:
-                self.rejected = AuthorizationRequired(
-                    f"Microsoft refused another bot's renewal of the token in "
-                    f"{self.store.location} for want of a person (the operator was alerted "
-                    "by that bot). A person must sign in again: botcity-ms365 login.")
+                self.rejected = AuthorizationRequired.told("refused-for-another-bot",
+                                                           location=self.store.location)
                 raise self.rejected
             gave_up = {n.by for n in notes if n.kind == RELEASE}
             claimed = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]

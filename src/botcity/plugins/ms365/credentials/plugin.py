@@ -27,14 +27,17 @@ from .app_credentials import (
 from .azure_credential import MS365TokenCredential
 from .consent import Ask, ConsentHandler, choose_mode, consent_way
 from .errors import (
+    COMMAND,
+    SIGN_IN_AGAIN,
     AuthorizationError,
     AuthorizationRequired,
     ConfigurationError,
     StoreError,
     StoreUnavailable,
+    login_command,
 )
 from .lifecycle import TokenLifecycle
-from .scopes import Scopes, missing_permissions, resolve_permissions
+from .scopes import Scopes, missing_permissions, resolve_permissions, scope_names
 from .settings import Settings, https_url
 from .stores import FileTokenStore, MaestroTokenStore, MemoryTokenStore, TokenStore
 
@@ -165,6 +168,9 @@ class MS365CredentialsPlugin:
             retry_budget=settings.retry_seconds,
             cae=settings.cae,
         )
+        # an error a Graph call raises names the whole sign-in command too
+        self._account.con.login_command = lambda: self._login_command(
+            _o365.granted_permissions(self._account))
         if self._vault is not None and credential_label and self._app.source.startswith(
                 "Maestro"):
             #: the credential's keys as the app's credential was made from (a read that
@@ -251,10 +257,11 @@ class MS365CredentialsPlugin:
             self._ensure_usable()
             return
         wanted = resolve_permissions(scopes)
-        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv,
+                           command=lambda: self._login_command(self._with_granted(wanted)))
         cause: AuthorizationRequired | None = None
         if force:
-            problem, missing = "is to be replaced (force=True).", frozenset(wanted)
+            problem, missing = "token-replaced", frozenset(wanted)
         else:
             try:
                 self._ensure_usable()
@@ -262,22 +269,13 @@ class MS365CredentialsPlugin:
                     self._account))
                 if not missing:
                     return
-                problem = "lacks the permissions " + ", ".join(sorted(missing)) + "."
+                problem = "token-lacks-permissions"
             except AuthorizationRequired as exc:
-                cause, missing = exc, wanted
-                problem = f"cannot be used: {exc}"
+                cause, missing, problem = exc, wanted, ""
         permissions = self._with_granted(wanted)
         if mode == "none":
-            error = AuthorizationRequired(
-                f"No usable Microsoft 365 token: the token in {self._store.location} "
-                f"{problem} Nobody is here to consent (unattended run). A person must "
-                "authorize once, on a machine with a browser: "
-                f"{self._login_command(permissions)}",
-                missing_permissions=tuple(sorted(missing)),
-                error=cause.error if cause else None,
-                code=cause.code if cause else None,
-                claims=cause.claims if cause else None,
-            )
+            error = self._unattended(cause, problem, missing)
+            error.complete(self._login_command(permissions))
             self._notify("Microsoft 365 authorization required", str(error), error=True,
                          once=self._stopped)
             raise error
@@ -302,20 +300,19 @@ class MS365CredentialsPlugin:
         choose (or add) the account; a token holds one account, so signing in another
         replaces the stored one.
         """
-        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv)
+        wanted = resolve_permissions(scopes)  # a mistyped scope is told before anything
+        mode = choose_mode(consent or self._consent, self._maestro, sys.stdin, sys.argv,
+                           command=lambda: self._login_command(self._with_granted(wanted)))
         if mode == "none":
-            raise AuthorizationRequired(
-                "A sign-in was asked for, but nobody is here to consent (unattended run). "
-                f"Sign in on a machine with a browser: "
-                f"{self._login_command(self._with_granted(resolve_permissions(scopes)))}")
+            raise AuthorizationRequired.told("sign-in-unattended").complete(
+                self._login_command(self._with_granted(wanted)))
         claims = None
         try:
             self._lifecycle.check(app_only=self._app_only, ask_anyway=True)
         except AuthorizationRequired as exc:  # a refusal's challenge goes with the sign-in
             claims = exc.claims
-        return self._sign_in(mode, self._with_granted(resolve_permissions(scopes)),
-                             select_account=select_account, claims=claims,
-                             progress=progress)
+        return self._sign_in(mode, self._with_granted(wanted), select_account=select_account,
+                             claims=claims, progress=progress)
 
     # -- internals --------------------------------------------------------------------
     def _new_secret(self) -> bool:
@@ -369,33 +366,45 @@ class MS365CredentialsPlugin:
         ask = Ask(self._account, permissions, notify=self._notify, timeout=self._timeout,
                   prompt="select_account" if select_account else None, claims=claims,
                   tick=progress)
-        username = consent_way(mode).obtain(ask)
+        try:
+            username = consent_way(mode).obtain(ask)
+        except AuthorizationRequired as exc:  # nobody answered: the command to sign in
+            raise exc.complete(self._login_command(permissions)) from None
         log.info("Authorized %s; token saved to %s", username or "the user",
                  self._store.location)
         return username
 
-    def _login_command(self, permissions: frozenset[str]) -> str:
-        scopes = " ".join(sorted(permissions))
+    def _unattended(self, cause: AuthorizationRequired | None, problem: str,
+                    missing: frozenset[str]) -> AuthorizationRequired:
+        """Why nobody here can make the token usable: Microsoft's or the store's reason
+        (``cause``), or ``problem`` (a message's name) with the ``missing`` permissions;
+        its next step names the sign-in (:meth:`_login_command` completes it)."""
+        found = tuple(sorted(missing))
+        if cause is None:
+            return AuthorizationRequired.told(
+                problem, location=self._store.location, missing=", ".join(found),
+                missing_permissions=found)
+        return AuthorizationRequired(
+            cause.cause, step=cause.step or SIGN_IN_AGAIN.format(command=COMMAND),
+            missing_permissions=found, error=cause.error, code=cause.code,
+            claims=cause.claims)
+
+    def _login_command(self, permissions: Iterable[str]) -> str:
+        """The ``botcity-ms365 login`` command that stores a token with ``permissions``
+        where this bot reads it, with what must be set for it."""
+        scopes = scope_names(permissions)
         if isinstance(self._store, MaestroTokenStore):
-            where = f"--label {self._credential_label or self._store.label}"
-            if self._store.label != (self._credential_label or self._store.label):
-                where += f" --token-label {self._store.label}"
-            if self._store.key != "token":
-                where += f" --token-key {self._store.key}"
-            then = ("(with BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace "
-                    "set)")
-        elif self._vault is None and started_by_runner(sys.argv):
+            label = self._credential_label or self._store.label
+            return login_command(label=label, token_label=self._store.label,
+                                 token_key=self._store.key, scopes=scopes)
+        if self._vault is None and started_by_runner(sys.argv):
             # a Runner's bot that keeps the token in a file on the Runner: nobody signs in
             # there; the token belongs in Maestro, where every Runner finds it
-            return ("botcity-ms365 login --label ms365 --scopes " + scopes + " (with "
-                    "BOTCITY_SERVER, BOTCITY_LOGIN and BOTCITY_KEY of this workspace set), "
-                    "and hand the plugin the Runner's Maestro connection: "
-                    "MS365CredentialsPlugin(maestro=BotMaestroSDK.from_sys_args(), "
-                    "credential_label='ms365').")
-        else:
-            where = f"--token-path {getattr(self._store, 'path', '.')}"
-            then = "(with MS365_CLIENT_ID and MS365_CLIENT_SECRET set)"
-        return f"botcity-ms365 login {where} --scopes {scopes} {then}."
+            return (login_command(label="ms365", scopes=scopes) + ", and hand the plugin "
+                    "the Runner's Maestro connection: MS365CredentialsPlugin(maestro="
+                    "BotMaestroSDK.from_sys_args(), credential_label='ms365')")
+        return login_command(token_path=str(getattr(self._store, "path", ".")),
+                             scopes=scopes)
 
     def _notify(self, title: str, message: str, *, error: bool = False, once: str = "") -> None:
         """Tell the operator (a Maestro alert on the running task). A bot a Runner started
@@ -414,10 +423,9 @@ class MS365CredentialsPlugin:
         must renew is reported by :meth:`authenticate`, with more to say (the lifecycle
         does not call this inside its checks)."""
         if isinstance(error, AuthorizationRequired):
-            command = self._login_command(_o365.granted_permissions(self._account))
-            self._notify("Microsoft 365 authorization required",
-                         f"The token in {self._store.location} stopped working: {error} "
-                         f"Run, on a machine with a browser: {command}", error=True,
+            # the error the bot gets says the whole command too (it is raised after this)
+            error.complete(self._login_command(_o365.granted_permissions(self._account)))
+            self._notify("Microsoft 365 authorization required", str(error), error=True,
                          once=self._stopped)
             return
         self._notify("Microsoft 365 sign-in refused",

@@ -8,6 +8,7 @@ permissions such as ``"Calendars.ReadWrite"``) into Graph permission names.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from enum import Enum
@@ -106,6 +107,21 @@ def missing_permissions(wanted: Iterable[str], granted: Iterable[str]) -> frozen
     return frozenset(w for w in wanted if w.lower() not in have)
 
 
+def scope_names(permissions: Iterable[str]) -> tuple[str, ...]:
+    """How ``botcity-ms365 login --scopes`` spells ``permissions``: the ``Scopes`` names
+    (``mail_read_write`` for ``Mail.ReadWrite`` with ``Mail.Send``), ``basic`` first, then
+    the Graph permissions no member stands for, as they are."""
+    left = {p.lower(): p for p in permissions}
+    names = []
+    for member in sorted(Scopes, key=lambda m: (-len(m.permissions), m.name)):
+        wanted = {p.lower() for p in member.permissions}
+        if wanted <= set(left):
+            names.append(member.name.lower())
+            for permission in wanted:
+                del left[permission]
+    return (*sorted(names, key=lambda n: (n != "basic", n)), *sorted(left.values()))
+
+
 def _one(item: object) -> tuple[str, ...]:
     if isinstance(item, Scopes):
         return item.permissions
@@ -122,10 +138,11 @@ def _one(item: object) -> tuple[str, ...]:
         return ()
     if _RAW_PERMISSION.fullmatch(name):
         return (name,)
+    close = difflib.get_close_matches(text.lower(), [m.name.lower() for m in Scopes], n=1)
     raise ConfigurationError(
-        f"Unknown scope {text!r}. Use a Scopes member (for example Scopes.MAIL_READ_WRITE), "
-        "its name in lower case ('mail_read_write') or a Microsoft Graph permission such "
-        "as 'Calendars.ReadWrite'."
+        f"Unknown scope {text!r}" + (f" (did you mean {close[0]}?)" if close else "") + ". "
+        "Use a Scopes member (for example Scopes.MAIL_READ_WRITE), its name in lower case "
+        "('mail_read_write') or a Microsoft Graph permission such as 'Calendars.ReadWrite'."
     )
 
 

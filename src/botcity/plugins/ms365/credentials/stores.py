@@ -196,14 +196,22 @@ class TokenStore(BaseTokenBackend):
                 raise unsaved.error from None
         return True
 
-    def keep_only_account(self, home_account_id: str) -> None:
+    def keep_only_account(self, home_account_id: str,
+                          issued: frozenset[str] = frozenset()) -> None:
         """Drop every token of another account: after a sign-in the store holds only the
-        account that signed in (the old account's refresh token is gone)."""
+        account that signed in (the old account's refresh token is gone). ``issued``: the
+        secrets of the access and refresh token the sign-in gave; the account's other
+        access and refresh tokens go too (msal keys a refresh token by its permissions, so
+        a consent to more would leave the old one beside it, and O365 reads the first one
+        it finds: a new process would see the old permissions only)."""
         with self._lock:
             for section in ("AccessToken", "RefreshToken", "IdToken", "Account"):
                 entries = self._cache.get(section, {})
+                mine = [e for e in entries.values() if e.get("home_account_id") ==
+                        home_account_id and e.get("secret") in issued]
                 for key in [k for k, e in entries.items()
-                            if e.get("home_account_id") != home_account_id]:
+                            if e.get("home_account_id") != home_account_id
+                            or (mine and e.get("secret") not in issued)]:
                     del entries[key]
             self._has_state_changed = True
 

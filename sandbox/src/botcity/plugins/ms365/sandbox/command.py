@@ -1,6 +1,8 @@
 """``botcity-ms365 sandbox``: the sandbox for a person at a terminal.
 
-``serve`` runs the three servers until Ctrl+C (or ``--minutes``), prints what a bot needs
+``serve`` runs the three servers until Ctrl+C, SIGTERM (or ``--minutes``), and then
+removes its folder (its TLS key among the files) and exits as shells count a signal
+(130, 143); it prints what a bot needs
 (URLs, the app's keys, the exports for bash and PowerShell, how to sign in), and writes a
 state file (readable by its user only) that the other subcommands, run from a second
 terminal, read to reach it: ``consent URL`` (the person's sign-in, done for a terminal),
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +36,7 @@ from .sandbox import Sandbox, accept_sign_in
 ENV_STATE = "MS365_SANDBOX_STATE"
 LABEL = "ms365"
 #: the scopes ``--authorize`` consents to: what bot_example/bot.py and most report bots use
-AUTHORIZE_SCOPES = ["basic", "message_send", "message_all", "onedrive_all"]
+AUTHORIZE_SCOPES = ["basic", "mail_send", "mail_read_write", "files_read_write_all"]
 
 
 class SandboxCommandError(Exception):
@@ -97,16 +100,46 @@ class AdminService(Service):
 
 
 # -- the server ------------------------------------------------------------------------------
+#: The signals that stop ``serve`` cleanly (a terminal closed sends SIGHUP).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+class Stopped(Exception):
+    """A signal asked the sandbox to stop: ``code`` is the exit code shells give it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = 128 + signum
+
+
 def serve(*, minutes: float, task: bool, authorize: bool,
           out: Callable[[str], None], stop: threading.Event | None = None,
-          options: Mapping[str, Any] | None = None) -> None:
-    """Run the sandbox (``Sandbox(**options)``) until ``stop`` is set, Ctrl+C, or
-    ``minutes`` pass."""
+          options: Mapping[str, Any] | None = None) -> int:
+    """Run the sandbox (``Sandbox(**options)``) until ``stop`` is set, ``minutes`` pass
+    (exit code 0), Ctrl+C (130) or SIGTERM (143); whichever it is, the servers stop and
+    the sandbox's folder and state file are removed first. Returns the exit code."""
+    fired: list[int] = []
+
+    def stopped(signum: int, frame: object) -> None:
+        if not fired:  # the first one stops it; the others wait for the clean-up
+            fired.append(signum)
+            raise Stopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {number: signal.signal(number, stopped) for number in STOP_SIGNALS}
     try:
         _serve(minutes=minutes, task=task, authorize=authorize, out=out, stop=stop,
                options=dict(options or {}))
-    except KeyboardInterrupt:  # how a person stops it, at any moment: a clean stop
-        pass
+    except Stopped as exc:  # how a person stops it, at any moment: a clean stop
+        return exc.code
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 0
 
 
 def _serve(*, minutes: float, task: bool, authorize: bool,

@@ -8,7 +8,7 @@ Maestro::
     import subprocess, sys
 
     def test_bot_sends_its_report(ms365_sandbox):
-        ms365_sandbox.authorize("ms365", scopes=["basic", "message_send"])
+        ms365_sandbox.authorize("ms365", scopes=["basic", "mail_send"])
         argv = ms365_sandbox.runner_argv(parameters={"ms365_credential_label": "ms365"})
         subprocess.run([sys.executable, "bot.py", *argv], env=ms365_sandbox.env,
                        check=True, timeout=120)
@@ -126,13 +126,37 @@ class MS365Sandbox:
                 "processed_items": task.items.get("processedItems"),
                 "failed_items": task.items.get("failedItems")}
 
-    # -- what the bot left behind ---------------------------------------------------------
+    # -- what the bot finds, and what it left behind ---------------------------------------
+    def deliver_mail(self, subject: str, body: str = "", *, folder: str = "inbox",
+                     sender: str = "someone@fabrikam.com", sender_name: str = "",
+                     to: Iterable[str] | None = None, html: bool = False,
+                     attachments: Mapping[str, bytes] | None = None,
+                     is_read: bool = False) -> str:
+        """Put a message in the account's mailbox before the bot runs, as if ``sender``
+        had sent it, and return its id. ``folder``: a well-known folder (``"inbox"``,
+        ``"junkemail"``, ``"archive"``, ``"deleteditems"``, ``"drafts"``,
+        ``"sentitems"``) or a folder of your own by its path (``"Invoices"``,
+        ``"Inbox/Invoices"``), made when missing; ``body``: text, or HTML with
+        ``html=True``; ``attachments``: file name -> content; ``is_read``: the read
+        flag. The bot reads it through Graph (O365's mailbox, the Outlook plugin)."""
+        return self.sandbox.graph.deliver_mail(
+            subject, body, folder=folder, sender=sender, sender_name=sender_name, to=to,
+            html=html, attachments=attachments, is_read=is_read)
+
     def messages(self, folder: str = "inbox") -> list[dict[str, Any]]:
-        """The messages in the account's ``"inbox"`` or ``"sentitems"``, oldest first,
-        as Graph returns them (``subject``, ``body``, ``toRecipients``, ...)."""
-        if folder.lower() not in ("inbox", "sentitems"):
-            raise ValueError(f"folder is 'inbox' or 'sentitems', not {folder!r}")
+        """The messages in a folder of the account's mailbox (as :meth:`deliver_mail`
+        names them: ``"inbox"``, ``"sentitems"``, ``"Inbox/Invoices"``, ...), oldest
+        first, as Graph returns them (``subject``, ``body``, ``from``, ``isRead``,
+        ``hasAttachments``, ``toRecipients``, ...). A folder that does not exist is a
+        ValueError naming the folders there are."""
         return self.sandbox.graph.mail(folder)
+
+    def attachments(self, message_id: str) -> dict[str, bytes]:
+        """The files attached to a message: name -> content."""
+        import base64
+
+        return {str(a["name"]): base64.b64decode(a["contentBytes"])
+                for a in self.sandbox.graph.attachments.get(message_id, [])}
 
     def drive_file(self, path: str) -> bytes | None:
         """The content of ``path`` in the account's OneDrive ("/Reports/july.xlsx"), None

@@ -2,9 +2,11 @@
 OneDrive and Excel plugins use, answering with the shapes Microsoft Graph returns.
 
 - users: ``/me``, ``/users/{id}``;
-- mail: ``POST /me/sendMail`` (a message to the sandbox user lands in its inbox),
-  ``GET /me/mailFolders/{folder}/messages`` and ``GET /me/messages`` (every folder) with
-  ``$filter`` on the subject;
+- mail: ``POST /me/sendMail`` (a message to the sandbox user lands in its inbox), mail
+  folders (well-known names, ids, child folders, new ones), their messages with ``$filter``
+  (subject, sender, ``isRead``, ``hasAttachments``), a message, its attachments, ``PATCH``
+  (read flag, categories, flag) and ``move``; a test puts mail in any folder with
+  :meth:`GraphService.deliver_mail`;
 - files: the user's drive (``/me/drive``, ``/drives/{id}``), its root and children,
   items by path, small uploads (``PUT .../{parent}:/{name}:/content``) and downloads;
 - Excel: workbook sessions, worksheets and ``range(address=...)`` of workbooks that a
@@ -31,6 +33,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +97,81 @@ class Item:
     created: str = field(default_factory=_now)
 
 
-_FILTER = re.compile(r"\s*(?:subject eq '(?P<eq>(?:[^']|'')*)'|contains\(subject,\s*"
-                     r"'(?P<has>(?:[^']|'')*)'\))\s*")
+#: Outlook's well-known folders, by the names Graph takes for them in a URL or as a
+#: ``destinationId`` (Graph's mailFolder resource type), and their display names.
+WELL_KNOWN_FOLDERS = {"inbox": "Inbox", "drafts": "Drafts", "sentitems": "Sent Items",
+                      "deleteditems": "Deleted Items", "junkemail": "Junk Email",
+                      "archive": "Archive", "outbox": "Outbox"}
+ROOT_FOLDER = "msgfolderroot"
+
+
+@dataclass
+class MailFolder:
+    """A folder of the user's mailbox; ``parent`` is its parent's id ("" for the root)."""
+
+    id: str
+    name: str
+    parent: str
+    well_known: str = ""
+
+
+#: The ``$filter`` clauses the sandbox understands, joined by ``and``: ``FIELD eq VALUE``
+#: and ``contains(FIELD, 'text')`` / ``startswith(FIELD, 'text')``.
+_FIELDS = r"subject|isRead|hasAttachments|importance|from/emailAddress/address|displayName"
+_CLAUSE = re.compile(
+    rf"\s*(?:(?P<field>{_FIELDS})\s+eq\s+(?P<value>'(?:[^']|'')*'|true|false)"
+    rf"|(?P<fn>contains|startswith)\((?P<infield>{_FIELDS}),\s*'(?P<text>(?:[^']|'')*)'\))\s*")
+_AND = re.compile(r"and\b")
+
+
+def _field(item: Mapping[str, Any], name: str) -> Any:
+    value: Any = item
+    for part in name.split("/"):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+Test = Callable[[Mapping[str, Any]], bool]
+
+
+def _equals(name: str, want: str | bool) -> Test:
+    def test(item: Mapping[str, Any]) -> bool:
+        value = _field(item, name)
+        return (str(value or "").lower() == want if isinstance(want, str)
+                else bool(value) is want)
+    return test
+
+
+def _text_test(name: str, needle: str, starts: bool) -> Test:
+    def test(item: Mapping[str, Any]) -> bool:
+        value = str(_field(item, name) or "").lower()
+        return value.startswith(needle) if starts else needle in value
+    return test
+
+
+def odata_filter(text: str) -> Test | None:
+    """A predicate for the ``$filter`` ``text`` (None: the sandbox does not understand
+    it). Strings compare without regard to case, as Exchange compares them."""
+    tests: list[Test] = []
+    at = 0
+    while True:
+        clause = _CLAUSE.match(text, at)
+        if clause is None:
+            return None
+        if clause["field"]:
+            raw = clause["value"]
+            tests.append(_equals(clause["field"], raw == "true" if raw in ("true", "false")
+                                 else raw[1:-1].replace("''", "'").lower()))
+        else:
+            tests.append(_text_test(clause["infield"], clause["text"].replace(
+                "''", "'").lower(), clause["fn"] == "startswith"))
+        at = clause.end()
+        if at == len(text):
+            return lambda item: all(test(item) for test in tests)
+        joined = _AND.match(text, at)
+        if joined is None:
+            return None
+        at = joined.end()
 
 
 class GraphService(Service):
@@ -106,12 +182,16 @@ class GraphService(Service):
         self.drive_id = "b!" + uuid.uuid4().hex
         self.items: dict[str, Item] = {"root": Item("root", "root", None)}
         self.messages: list[dict[str, Any]] = []
+        #: folder id -> folder; message id -> its attachments (Graph's fileAttachment JSON)
+        self.mail_folders: dict[str, MailFolder] = {}
+        self.attachments: dict[str, list[dict[str, Any]]] = {}
         #: item id -> sheet name -> rows of cell values
         self.workbooks: dict[str, dict[str, list[list[Any]]]] = {}
         self._ids = itertools.count(1)
         #: access token -> the claims its challenge asks for (:meth:`challenge_issued`)
         self._challenged: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._make_mail_folders()
         super().__init__(log, tls)
 
     def routes(self) -> list[tuple[str, str, Route]]:
@@ -122,8 +202,7 @@ class GraphService(Service):
             ("GET", r"/v1\.0/me", self._me),
             ("GET", r"/v1\.0/users/(?P<user_id>[^/]+)", self._user),
             ("POST", r"/v1\.0/me/sendMail", self._send_mail),
-            ("GET", r"/v1\.0/me/mailFolders/(?P<folder>[^/]+)/messages", self._list_mail),
-            ("GET", r"/v1\.0/me/messages", lambda request: self._list_mail(request, None)),
+            *self._mail_routes(),
             ("GET", r"/v1\.0/me/drive", self._drive),
             ("GET", rf"{drive}/root", lambda request: self._item(request, "root")),
             ("GET", rf"{drive}/root/children",
@@ -150,9 +229,60 @@ class GraphService(Service):
         return item.id
 
     def mail(self, folder: str = "inbox") -> list[dict[str, Any]]:
-        """The messages in ``folder`` ("inbox" or "sentitems"), oldest first."""
+        """The messages in ``folder`` (a well-known name such as "inbox", "sentitems",
+        "drafts", or a folder's path: "Invoices", "Inbox/Invoices"), oldest first."""
         with self._lock:
-            return [dict(m) for m in self.messages if m["parentFolderId"] == folder.lower()]
+            found = self.folder_at(folder)
+            return [dict(m) for m in self.messages if m["parentFolderId"] == found.id]
+
+    def deliver_mail(self, subject: str, body: str = "", *, folder: str = "inbox",
+                     sender: str = "someone@fabrikam.com", sender_name: str = "",
+                     to: Iterable[str] | None = None, html: bool = False,
+                     attachments: Mapping[str, bytes] | None = None, is_read: bool = False,
+                     importance: str = "normal") -> str:
+        """Put a message in the user's mailbox, as if ``sender`` had sent it: in
+        ``folder`` (see :meth:`mail`; a folder path that does not exist is made), to
+        ``to`` (default: the user), with ``body`` (text, or HTML with ``html``), files
+        ``attachments`` (name -> content) and the read flag ``is_read``; returns its id."""
+        user = self.tenant.user
+        with self._lock:
+            target = self.folder_at(folder, create=True)
+            message = self._new_message(target.id, subject, {
+                "contentType": "html" if html else "text", "content": body},
+                {"emailAddress": {"name": sender_name or sender.split("@")[0],
+                                  "address": sender}},
+                [{"emailAddress": {"name": address, "address": address}}
+                 for address in (to or [user.upn])], is_read=is_read, importance=importance)
+            self._keep_attachments(message, [
+                {"name": name, "contentBytes": base64.b64encode(data).decode()}
+                for name, data in (attachments or {}).items()])
+            return str(message["id"])
+
+    def folder_at(self, path: str, *, create: bool = False) -> MailFolder:
+        """The folder at ``path``: a well-known name ("inbox", "sentitems", ...), a folder
+        id, or display names from the top ("Invoices", "Inbox/Invoices"; any case). With
+        ``create``, the folders that do not exist are made; else a ValueError names the
+        folders there are."""
+        with self._lock:
+            known = self._folder(path)
+            if known is not None:
+                return known
+            current = self.mail_folders[ROOT_FOLDER]
+            for index, part in enumerate(p for p in path.replace("\\", "/").split("/") if p):
+                child = (self._folder(part) if index == 0 and part.lower() in
+                         WELL_KNOWN_FOLDERS else None) or next(
+                    (f for f in self.mail_folders.values()
+                     if f.parent == current.id and f.name.lower() == part.lower()), None)
+                if child is None:
+                    if not create:
+                        names = sorted(f.name for f in self.mail_folders.values()
+                                       if f.parent == current.id)
+                        raise ValueError(f"the sandbox mailbox has no folder {path!r} (in "
+                                         f"{current.name or 'the mailbox'}: "
+                                         f"{', '.join(names) or 'none'})")
+                    child = self._add_folder(part, current.id)
+                current = child
+            return current
 
     def _walk(self, path: str, *, create: bool = False) -> Item | None:
         """The item at ``path`` ("/Reports/a.txt"); with ``create``, the folders on the way
@@ -244,47 +374,240 @@ class GraphService(Service):
         if self.tenant.user.upn.lower() in recipients:
             folders.append("inbox")
         user = self.tenant.user
+        sender = {"emailAddress": {"name": user.name, "address": user.upn}}
         with self._lock:
             for folder in folders:
-                self.messages.append({
-                    "id": f"AAMk{next(self._ids):08d}", "createdDateTime": _now(),
-                    "receivedDateTime": _now(), "sentDateTime": _now(),
-                    "subject": message.get("subject", ""), "bodyPreview": "",
-                    "body": message.get("body", {"contentType": "text", "content": ""}),
-                    "importance": "normal", "isRead": folder == "sentitems",
-                    "isDraft": False, "hasAttachments": False,
-                    "conversationId": str(uuid.uuid4()), "parentFolderId": folder,
-                    "categories": [],
-                    "from": {"emailAddress": {"name": user.name, "address": user.upn}},
-                    "sender": {"emailAddress": {"name": user.name, "address": user.upn}},
-                    "toRecipients": message.get("toRecipients", []),
-                    "ccRecipients": message.get("ccRecipients", []),
-                    "bccRecipients": [], "replyTo": [],
-                    "flag": {"flagStatus": "notFlagged"},
-                })
+                sent = self._new_message(
+                    self.folder_at(folder).id, message.get("subject", ""),
+                    message.get("body", {"contentType": "text", "content": ""}), sender,
+                    message.get("toRecipients", []), cc=message.get("ccRecipients", []),
+                    is_read=folder == "sentitems")
+                self._keep_attachments(sent, message.get("attachments", []))
         return Reply(202)
 
-    def _list_mail(self, request: Request, folder: str | None) -> Reply:
-        """The messages of ``folder``; None: of every folder (``/me/messages``)."""
+    # -- mail: folders, messages, attachments ------------------------------------------
+    def _mail_routes(self) -> list[tuple[str, str, Route]]:
+        folders, messages = r"/v1\.0/me/mailFolders", r"/v1\.0/me/messages"
+        folder = rf"{folders}/(?P<folder>[^/]+)"
+        message = rf"{messages}/(?P<message_id>[^/]+)"
+        return [
+            ("GET", folders, self._list_folders),
+            ("POST", folders, self._create_folder),
+            ("GET", rf"{folder}/childFolders", self._list_folders),
+            ("POST", rf"{folder}/childFolders", self._create_folder),
+            ("GET", rf"{folder}/messages", self._list_mail),
+            ("GET", folder, self._get_folder),
+            ("GET", messages, self._list_mail),
+            ("GET", rf"{message}/attachments", self._list_attachments),
+            ("POST", rf"{message}/move", self._move_message),
+            ("GET", message, self._get_message),
+            ("PATCH", message, self._update_message),
+        ]
+
+    def _make_mail_folders(self) -> None:
+        self.mail_folders[ROOT_FOLDER] = MailFolder(ROOT_FOLDER, "", "", ROOT_FOLDER)
+        for well_known, name in WELL_KNOWN_FOLDERS.items():
+            self._add_folder(name, ROOT_FOLDER, well_known)
+
+    def _add_folder(self, name: str, parent: str, well_known: str = "") -> MailFolder:
+        folder = MailFolder(f"AQMkADAw{uuid.uuid4().hex}", name, parent, well_known)
+        self.mail_folders[folder.id] = folder
+        return folder
+
+    def _folder(self, ref: str) -> MailFolder | None:
+        """A folder by its id or well-known name (as Graph takes them in a URL)."""
+        return self.mail_folders.get(ref) or next(
+            (f for f in self.mail_folders.values()
+             if f.well_known and f.well_known == ref.lower()), None)
+
+    def _folder_json(self, folder: MailFolder) -> dict[str, Any]:
+        inside = [m for m in self.messages if m["parentFolderId"] == folder.id]
+        return {"id": folder.id, "displayName": folder.name,
+                "parentFolderId": folder.parent or None,
+                "childFolderCount": sum(f.parent == folder.id
+                                        for f in self.mail_folders.values()),
+                "unreadItemCount": sum(not m["isRead"] for m in inside),
+                "totalItemCount": len(inside), "isHidden": False}
+
+    def _new_message(self, folder_id: str, subject: str, body: dict[str, Any],
+                     sender: dict[str, Any], to: list[dict[str, Any]], *,
+                     cc: list[dict[str, Any]] | None = None, is_read: bool = False,
+                     importance: str = "normal") -> dict[str, Any]:
+        now = _now()
+        text = re.sub(r"<[^>]+>", " ", str(body.get("content", "")))
+        message = {
+            "id": f"AAMkAGI2{next(self._ids):08d}{uuid.uuid4().hex[:8]}",
+            "createdDateTime": now, "lastModifiedDateTime": now, "receivedDateTime": now,
+            "sentDateTime": now, "subject": subject,
+            "bodyPreview": " ".join(text.split())[:255], "body": body,
+            "importance": importance, "isRead": is_read, "isDraft": False,
+            "hasAttachments": False, "conversationId": str(uuid.uuid4()),
+            "parentFolderId": folder_id, "categories": [], "from": sender,
+            "sender": sender, "toRecipients": to, "ccRecipients": cc or [],
+            "bccRecipients": [], "replyTo": [], "flag": {"flagStatus": "notFlagged"},
+            "inferenceClassification": "focused",
+        }
+        self.messages.append(message)
+        return message
+
+    def _keep_attachments(self, message: dict[str, Any],
+                          files: list[dict[str, Any]]) -> None:
+        """Keep ``files`` (Graph's fileAttachment JSON, ``name`` and ``contentBytes``) as
+        the attachments of ``message``."""
+        kept = []
+        for item in files:
+            content = base64.b64decode(item.get("contentBytes") or "")
+            name = str(item.get("name") or "attachment")
+            kept.append({
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "id": f"AAMkAGI2att{next(self._ids):08d}", "name": name,
+                "contentType": item.get("contentType") or mimetypes.guess_type(name)[0]
+                or "application/octet-stream", "size": len(content), "isInline": False,
+                "lastModifiedDateTime": _now(),
+                "contentBytes": base64.b64encode(content).decode()})
+        self.attachments[message["id"]] = kept
+        message["hasAttachments"] = bool(kept)
+
+    def _find_message(self, message_id: str) -> dict[str, Any] | Reply:
+        found = next((m for m in self.messages if m["id"] == message_id), None)
+        if found is None:
+            return graph_error(404, "ErrorItemNotFound",
+                               "The specified object was not found in the store.")
+        return found
+
+    def _filtered(self, request: Request, items: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]] | Reply:
+        wanted = request.query.get("$filter", "")
+        if not wanted:
+            return items
+        test = odata_filter(wanted)
+        if test is None:
+            return graph_error(400, "ErrorInvalidUrlQueryFilter",
+                               "The sandbox understands FIELD eq VALUE, contains(FIELD, "
+                               "'...') and startswith(FIELD, '...') joined by and, on "
+                               "subject, isRead, hasAttachments, importance, "
+                               "from/emailAddress/address and displayName.")
+        return [item for item in items if test(item)]
+
+    @staticmethod
+    def _top(request: Request, default: int = 10) -> int:
+        try:
+            return max(1, int(request.query.get("$top") or default))
+        except ValueError:
+            return default
+
+    def _list_folders(self, request: Request, folder: str = ROOT_FOLDER) -> Reply:
+        token = self._token(request, "Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            parent = self._folder(folder)
+            if parent is None:
+                return graph_error(404, "ErrorItemNotFound",
+                                   "The specified folder could not be found in the store.")
+            found = [self._folder_json(f) for f in self.mail_folders.values()
+                     if f.parent == parent.id]
+        chosen = self._filtered(request, found)
+        if isinstance(chosen, Reply):
+            return chosen
+        return Reply.json({"value": chosen[:self._top(request)]})
+
+    def _create_folder(self, request: Request, folder: str = ROOT_FOLDER) -> Reply:
+        token = self._token(request, "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        name = str((request.json() or {}).get("displayName") or "").strip()
+        with self._lock:
+            parent = self._folder(folder)
+            if parent is None or not name:
+                return graph_error(400, "ErrorInvalidRequest", "The request is invalid.")
+            if any(f.parent == parent.id and f.name.lower() == name.lower()
+                   for f in self.mail_folders.values()):
+                return graph_error(409, "ErrorFolderExists",
+                                   "A folder with the specified name already exists.")
+            return Reply.json(self._folder_json(self._add_folder(name, parent.id)), 201)
+
+    def _get_folder(self, request: Request, folder: str) -> Reply:
+        token = self._token(request, "Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            found = self._folder(folder)
+            if found is None:
+                return graph_error(404, "ErrorItemNotFound",
+                                   "The specified folder could not be found in the store.")
+            return Reply.json(self._folder_json(found))
+
+    def _list_mail(self, request: Request, folder: str | None = None) -> Reply:
         token = self._token(request, "Mail.Read", "Mail.ReadWrite")
         if isinstance(token, Reply):
             return token
-        wanted = request.query.get("$filter", "")
-        match = _FILTER.fullmatch(wanted) if wanted else None
-        if wanted and match is None:
-            return graph_error(400, "ErrorInvalidUrlQueryFilter",
-                               "The sandbox understands only subject eq '...' and "
-                               "contains(subject, '...').")
         with self._lock:
-            found = [m for m in self.messages
-                     if folder is None or m["parentFolderId"] == folder.lower()]
-        if match and match.group("eq") is not None:
-            found = [m for m in found if m["subject"] == match.group("eq").replace("''", "'")]
-        elif match:
-            needle = match.group("has").replace("''", "'").lower()
-            found = [m for m in found if needle in m["subject"].lower()]
-        top = int(request.query.get("$top", "10") or 10)
-        return Reply.json({"value": found[:top]})
+            where = self._folder(folder) if folder is not None else None
+            if folder is not None and where is None:
+                return graph_error(404, "ErrorItemNotFound",
+                                   "The specified folder could not be found in the store.")
+            found = [dict(m) for m in self.messages
+                     if where is None or m["parentFolderId"] == where.id]
+        chosen = self._filtered(request, found)
+        if isinstance(chosen, Reply):
+            return chosen
+        return Reply.json({"value": chosen[:self._top(request)]})
+
+    def _get_message(self, request: Request, message_id: str) -> Reply:
+        token = self._token(request, "Mail.Read", "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            found = self._find_message(message_id)
+            return found if isinstance(found, Reply) else Reply.json(dict(found))
+
+    def _update_message(self, request: Request, message_id: str) -> Reply:
+        """Graph's message update: the read flag, categories, flag and importance."""
+        token = self._token(request, "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        changes = request.json() or {}
+        with self._lock:
+            found = self._find_message(message_id)
+            if isinstance(found, Reply):
+                return found
+            for name in ("isRead", "categories", "flag", "importance"):
+                if name in changes:
+                    found[name] = changes[name]
+            found["lastModifiedDateTime"] = _now()
+            return Reply.json(dict(found))
+
+    def _move_message(self, request: Request, message_id: str) -> Reply:
+        """Graph's move: a copy in the destination folder (a folder id or a well-known
+        name), with a new id, and the original removed; 201 with the copy."""
+        token = self._token(request, "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        destination = str((request.json() or {}).get("destinationId") or "")
+        with self._lock:
+            found = self._find_message(message_id)
+            if isinstance(found, Reply):
+                return found
+            target = self._folder(destination)
+            if target is None:
+                return graph_error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+            moved = {**found, "id": f"AAMkAGI2{next(self._ids):08d}{uuid.uuid4().hex[:8]}",
+                     "parentFolderId": target.id, "lastModifiedDateTime": _now()}
+            self.messages[self.messages.index(found)] = moved
+            self.attachments[moved["id"]] = self.attachments.pop(message_id, [])
+            return Reply.json(dict(moved), 201)
+
+    def _list_attachments(self, request: Request, message_id: str) -> Reply:
+        token = self._token(request, "Mail.Read", "Mail.ReadWrite")
+        if isinstance(token, Reply):
+            return token
+        with self._lock:
+            found = self._find_message(message_id)
+            if isinstance(found, Reply):
+                return found
+            return Reply.json({"value": [dict(a) for a in self.attachments.get(
+                message_id, [])]})
 
     # -- files ------------------------------------------------------------------------
     def _drive(self, request: Request) -> Reply:

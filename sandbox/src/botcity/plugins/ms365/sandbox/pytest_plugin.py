@@ -2,7 +2,7 @@
 entry point ``botcity_ms365``, so installing that distribution is enough to use it).
 
     def test_my_bot(ms365_sandbox):
-        ms365_sandbox.authorize("ms365", scopes=["basic", "message_send"])
+        ms365_sandbox.authorize("ms365", scopes=["basic", "mail_send"])
         ...
 
 A test's marker sets the sandbox up at a distance, or with a slower Maestro (the keyword

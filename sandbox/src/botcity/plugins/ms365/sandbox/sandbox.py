@@ -111,6 +111,18 @@ class Sandbox:
             raise ValueError(f"round_trip names {sorted(unknown)}; it knows "
                              f"{', '.join(ROUND_TRIP_KEYS)}")
         self._folder = Path(tempfile.mkdtemp(prefix="botcity-ms365-sandbox-"))
+        try:
+            self._make(maestro_version, round_trip, maestro_latency, maestro_write_latency,
+                       maestro_visibility_delay, maestro_token_lifetime, maestro_tls, cae)
+        except BaseException:  # an option refused: nothing is left behind
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+
+    def _make(self, maestro_version: str, round_trip: Mapping[str, float] | None,
+              maestro_latency: tuple[float, float] | None,
+              maestro_write_latency: tuple[float, float] | None,
+              maestro_visibility_delay: float, maestro_token_lifetime: float | None,
+              maestro_tls: bool, cae: bool) -> None:
         self.tls = make_tls_files(self._folder)
         self.requests = RequestLog()
         self.tenant = Tenant(cae_enabled=bool(cae))
@@ -139,13 +151,17 @@ class Sandbox:
         return {"identity": self.identity, "graph": self.graph, "maestro": self.maestro}
 
     def start(self) -> Sandbox:
-        for name, service in self._services().items():
-            service.start()
-            if self.round_trip[name] > 0:
-                proxy = DelayProxy(("127.0.0.1", service.port), self.round_trip[name],
-                                   name=name).start()
-                self.proxies[name] = proxy
-                service.advertised_url = proxy.url(service.scheme)
+        try:
+            for name, service in self._services().items():
+                service.start()
+                if self.round_trip[name] > 0:
+                    proxy = DelayProxy(("127.0.0.1", service.port), self.round_trip[name],
+                                       name=name).start()
+                    self.proxies[name] = proxy
+                    service.advertised_url = proxy.url(service.scheme)
+        except BaseException:  # what started stops, and the folder goes
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

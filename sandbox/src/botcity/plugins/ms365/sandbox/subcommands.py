@@ -176,8 +176,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     try:
         if args.action is None:
-            command.serve(minutes=args.minutes, task=args.task, authorize=args.authorize,
-                          out=_out, options=sandbox_options(args))
+            return command.serve(minutes=args.minutes, task=args.task,
+                                 authorize=args.authorize, out=_out,
+                                 options=sandbox_options(args))
         elif args.action == "consent":
             _out(command.consent(args.url))
         elif args.action == "task":

@@ -374,6 +374,9 @@ SPELLED = [*pages(), *sorted((REPO / "bot_example").rglob("*.py")),
 _LIST = re.compile(r"(?:\bscopes\s*=\s*|\bSCOPES\s*=\s*|authenticate\(\s*|sign_in\(\s*)"
                    r"\[([^\]]*)\]")
 _RAW = re.compile(r"[A-Za-z]+(\.[A-Za-z]+)+")
+#: A resource's scope as azure-core clients ask for it (Microsoft's Graph SDK):
+#: ``https://graph.microsoft.com/.default``, ``https://graph.microsoft.com/Mail.Read``.
+_RESOURCE = re.compile(r"https://[\w.-]+/(\.default|[A-Za-z]+(\.[A-Za-z]+)+)")
 
 
 def spellings() -> tuple[set[str], set[str]]:
@@ -396,7 +399,8 @@ def test_permissions_are_spelled_one_way(path: Path):
     where = name(path)
     for listed in _LIST.finditer(text):
         for word in re.findall(r"[\"']([^\"']+)[\"']", listed[1]):
-            assert word in names or _RAW.fullmatch(word), f"{where}: scope {word!r}"
+            assert word in names or _RAW.fullmatch(word) or _RESOURCE.fullmatch(word), (
+                f"{where}: scope {word!r}")
     for given in re.finditer(r"--scopes((?:[ \t]+[\w.]+)+)", text):
         for word in given[1].split():
             assert word not in aliases, f"{where}: --scopes ... {word}: use its Scopes name"

@@ -311,7 +311,7 @@ def test_a_permission_never_consented_is_the_plugin_s_error_naming_the_login(san
     message = str(caught.value)
     assert caught.value.missing_permissions == ("Calendars.Read",)
     assert "lacks the permissions Calendars.Read" in message
-    assert ("botcity-ms365 login --label ms365 --scopes Calendars.Read Mail.Read User.Read"
+    assert ("botcity-ms365 login --label ms365 --scopes basic calendars_read mail_read"
             in message), "the command consents to it, keeping what the token has"
     assert sandbox.requests("graph") == [] and sandbox.requests("identity") == []
     [alert] = sandbox.maestro.alerts

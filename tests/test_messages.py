@@ -315,7 +315,9 @@ def test_another_bot_was_refused_for_want_of_a_person():
         waiter.renew()
     caught.value.complete(command())
     raised(caught.value, made("refused-for-another-bot"), location="memory",
-           command=command())
+           reason="AADSTS50173: the grant was revoked: an administrator revoked the user's "
+                  "sessions, or the user changed or reset their password", command=command())
+    assert caught.value.code == "AADSTS50173", "Microsoft's reason, from the other bot's note"
 
 
 def test_graph_refuses_even_a_renewed_token(sandbox, maestro, monkeypatch):

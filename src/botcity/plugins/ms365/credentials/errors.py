@@ -258,8 +258,8 @@ MESSAGES: dict[str, Told] = {
         "The stored token's account and refresh token do not match (edited by hand)."),
     "refused-for-another-bot": Told(
         AuthorizationRequired,
-        "Microsoft refused another bot's renewal of the token in {location}: a person must "
-        "sign in (that bot alerted the operator).",
+        "Microsoft refused another bot's renewal of the token in {location} ({reason}): a "
+        "person must sign in (that bot alerted the operator).",
         _SIGN_IN,
         "Many bots share the token, and the one that renewed it for all was told by "
         "Microsoft that a person must sign in (its message has Microsoft's reason)."),

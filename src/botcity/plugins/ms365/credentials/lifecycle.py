@@ -105,6 +105,7 @@ from typing import Any
 
 from ._clock import CLOCK, Clock
 from .errors import (
+    AADSTS,
     AuthorizationError,
     AuthorizationRequired,
     MS365CredentialsError,
@@ -558,9 +559,13 @@ class TokenLifecycle:
                 return False
             now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
-            if any(n.kind == REFUSED for n in notes) and not self._ask_anyway:
-                self.rejected = AuthorizationRequired.told("refused-for-another-bot",
-                                                           location=self.store.location)
+            refused = [n for n in notes if n.kind == REFUSED]
+            if refused and not self._ask_anyway:
+                code = next((n.text for n in refused if n.text), None)
+                self.rejected = AuthorizationRequired.told(
+                    "refused-for-another-bot", location=self.store.location, code=code,
+                    reason=f"{code}: {AADSTS[code].meaning}" if code in AADSTS else (
+                        code or "its message has Microsoft's reason"))
                 raise self.rejected
             gave_up = {n.by for n in notes if n.kind == RELEASE}
             claimed = [n for n in notes if n.kind == CLAIM and n.by not in gave_up]
@@ -585,7 +590,7 @@ class TokenLifecycle:
             refreshed = self.refresh_now(claims)
         except AuthorizationRequired as exc:
             # Microsoft's answer (not a reason of this bot's own) stops the others too
-            self._release(start, me, REFUSED if exc.error else RELEASE)
+            self._release(start, me, REFUSED if exc.error else RELEASE, exc.code or "")
             raise
         except Exception:
             self._release(start, me)
@@ -602,9 +607,9 @@ class TokenLifecycle:
         except StoreError as exc:
             log.debug("Could not note the herd on %s: %s", self.store.location, exc)
 
-    def _release(self, start: int, me: str, kind: str = RELEASE) -> None:
+    def _release(self, start: int, me: str, kind: str = RELEASE, code: str = "") -> None:
         try:
-            self.store.add_note(Note(kind, start, me, self.clock.now()))
+            self.store.add_note(Note(kind, start, me, self.clock.now(), code))
         except StoreError as exc:  # the claim lapses instead
             log.debug("Could not give up the claim on %s: %s", self.store.location, exc)
 

@@ -50,12 +50,13 @@ ORPHAN_SECONDS = 60.0
 #: token that follows generation ``generation`` (its ``text``).
 CLAIM, RELEASE, REFUSED, HERD, NEXT = "claim", "release", "refused", "herd", "next"
 _NOTE = re.compile(r"\.(claim|release|refused|herd|next)\.(\d{1,15})\.([0-9a-f]{1,32})")
+_CODE = re.compile(r"AADSTS\d{1,9}")
 
 
 class Note(NamedTuple):
     """An entry beside the token (see the module's docstring); ``by`` is a bot's name in
     notes, ``at`` a time (epoch seconds) whose meaning the kind gives; a *next* note holds
-    a token's ``text`` instead."""
+    a token's ``text`` instead, a *refused* one Microsoft's AADSTS code when it gave one."""
 
     kind: str
     generation: int
@@ -65,7 +66,9 @@ class Note(NamedTuple):
 
     def value(self) -> str:
         """What the note's entry holds."""
-        return self.text if self.kind == NEXT else repr(self.at)
+        if self.kind == NEXT:
+            return self.text
+        return f"{self.at!r} {self.text}" if self.text else repr(self.at)
 
     def __repr__(self) -> str:  # a next note's text is a token: never shown
         return f"Note({self.kind}, {self.generation}, {self.by}, at={self.at})"
@@ -83,13 +86,15 @@ class Note(NamedTuple):
             return None
         if match.group(1) == NEXT:
             return Note(NEXT, int(match.group(2)), match.group(3), text=value or "")
+        when, _, code = (value or "0").partition(" ")
         try:
-            at = float(value or 0)
+            at = float(when)
         except ValueError:
             return None
+        code = code if match.group(1) == REFUSED and _CODE.fullmatch(code) else ""
         if not 0 <= at < 2 ** 33:
             return None
-        return Note(match.group(1), int(match.group(2)), match.group(3), at)
+        return Note(match.group(1), int(match.group(2)), match.group(3), at, code)
 
 
 def obsolete(notes: list[Note], generation: int) -> set[Note]:

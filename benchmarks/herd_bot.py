@@ -149,7 +149,9 @@ def run_cold_starts(sandbox: Any, *, processes: int = 8, repetitions: int = 20,
     MS365CredentialsPlugin(maestro=sandbox.maestro_sdk(), credential_label=LABEL).authenticate(
         consent=sandbox.consent_redirect)
     signed_in = int(json.loads(sandbox.stored_token(LABEL))["botcity"]["generation"])
-    first = time.time() + 6.0 + processes * 0.3  # every process has imported by then
+    # every process has imported by then (the claimer, first to start, well before: it
+    # must claim before the others start)
+    first = time.time() + 6.0 + processes * 0.3 + (CLAIMER_LEAD + 3.0 if claimer else 0.0)
     moments = [first + k * period for k in range(repetitions)]
     env = sandbox.process_env(
         BOTCITY_SERVER=sandbox.maestro_url, BOTCITY_LOGIN=sandbox.maestro.login,

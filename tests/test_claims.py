@@ -163,7 +163,7 @@ def whole_writes(sandbox) -> list[int]:
 
 
 @pytest.mark.parametrize("sandbox_options", [SLOW_MAESTRO], ids=["writes 0-2 s"])
-@pytest.mark.parametrize("processes, starts", [(8, 8), (16, 2), (32, 1)])
+@pytest.mark.parametrize("processes, starts", [(8, 8), (16, 1), (32, 1)])
 def test_herds_starting_together_on_a_slow_maestro_refresh_at_most_twice(
         sandbox, sandbox_options, processes, starts):
     """8, 16 and 32 bot processes (one per Runner) start together on an expired token, with
@@ -178,7 +178,7 @@ def test_herds_starting_together_on_a_slow_maestro_refresh_at_most_twice(
         if len(moments) >= 4:
             rotated.append(rotate_secret_during(sandbox, moments, 3))
 
-    result = run_cold_starts(sandbox, processes=processes, repetitions=starts, period=6.0,
+    result = run_cold_starts(sandbox, processes=processes, repetitions=starts, period=5.0,
                              during=operator)
 
     assert result.failures == []

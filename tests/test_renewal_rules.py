@@ -617,3 +617,61 @@ def test_a_refused_bot_takes_a_token_a_person_stored_since(shared, clock):
 
     assert bot.life.before_request() is True
     assert bot.life.rejected is None and bot.held() == "signed in again"
+
+
+def test_a_bot_that_claimed_and_finds_a_renewal_that_did_not_see_it_leaves_a_herd_note(
+        shared, clock):
+    """On a slow store another bot's claim can land first and its renewal be stored
+    before this bot's claim shows: this bot never waited, yet it was part of a herd, and
+    says so; else two such starts would make the herd look lone (every bot renewing)."""
+    expired(shared)
+    bot = Bot(shared, clock)
+    add = shared.add_note
+
+    def claimed_while_another_renewed(note):
+        add(note)
+        if note.kind == CLAIM:  # the other's renewal, stored before this claim showed
+            shared.text = token(clock.now(), gen=2, secret="theirs", quiet=1)
+
+    shared.add_note = claimed_while_another_renewed
+
+    assert bot.renew() is False
+
+    assert bot.held() == "theirs" and bot.refreshes == 0
+    assert noted(shared, HERD, 2, bot)
+
+
+@pytest.mark.parametrize(("age", "quiet", "noted_herd"), [
+    (2, 1, True),                    # started with a renewer that met nobody
+    (2, 0, False),                   # its renewer saw others already
+    (CLAIM_SECONDS + 1, 1, False),   # long after it: not a herd
+])
+def test_a_bot_that_starts_beside_a_quiet_renewal_leaves_a_herd_note(
+        shared, clock, age, quiet, noted_herd):
+    shared.text = token(START - age, gen=2, quiet=quiet)
+    bot = Bot(shared, clock)
+    bot.life.load()
+    assert noted(shared, HERD, 2, bot) is noted_herd
+
+
+def test_a_claim_that_becomes_first_holds_a_whole_claim_s_time_from_then(shared, clock):
+    """Two claims before this bot's; the first gives up 5 s in, so the second renews from
+    then: its claim, made at the start, would lapse a second later, yet it holds the
+    others a whole CLAIM_SECONDS from the release (on a slow store its token's write can
+    take two seconds), and nobody renews a second time."""
+    expired(shared)
+    bot = Bot(shared, clock)
+    shared.put_note(CLAIM, 1, "a", START + CLAIM_SECONDS)
+    shared.put_note(CLAIM, 1, "b", START + CLAIM_SECONDS)
+
+    def a_gives_up_then_b_stores_its_token():
+        if clock.now() >= START + 5 and not any(k == RELEASE for k, _, _ in shared.kinds()):
+            shared.put_note(RELEASE, 1, "a", clock.now())
+        if clock.now() >= START + CLAIM_SECONDS + 3:
+            shared.text = token(clock.now(), gen=2, secret="b's")
+
+    shared.on_read = a_gives_up_then_b_stores_its_token
+
+    assert bot.renew() is False
+
+    assert bot.refreshes == 0 and bot.held() == "b's"

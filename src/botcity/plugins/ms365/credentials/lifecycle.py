@@ -26,15 +26,17 @@ The rules each lifecycle keeps:
    beside it and reads the store; the first live claim in the order the store keeps them
    renews, and the others wait (reading every :data:`.renewal.POLL` seconds) for the
    token it stores. A claimer that fails, or cannot store its token, adds a *release*
-   note, and the next claim in order renews at once; a claimer that was killed holds the
-   others until its claim lapses (:data:`.renewal.CLAIM_SECONDS`). Nobody waits for
-   claims to settle: a claim that reaches the store late comes after the others.
+   note, and the next claim in order renews at once (its claim holds a whole
+   :data:`.renewal.CLAIM_SECONDS` from then); a claimer that was killed holds the others
+   until its claim lapses. Nobody waits for claims to settle: a claim that reaches the
+   store late comes after the others.
    *A lone bot does not claim*: when the token's last :data:`.renewal.QUIET_STARTS`
    renewals met no other bot (the token says so: ``quiet``) and nothing in the store
    says another bot is starting (a claim, a *herd* note, rival renewals), the bot renews
    at once. Bots that do meet say so: a renewal that saw another claim writes
-   ``quiet`` 0, a bot that waited on a renewal that did not see it adds a *herd* note,
-   and two renewals of one token are rivals; each makes the next start claim again.
+   ``quiet`` 0, a bot that claimed and then took a renewal that did not see its claim
+   adds a *herd* note, and two renewals of one token are rivals; each makes the next
+   start claim again.
 5. **Add what is newer; never write over another's** (the store's
    :meth:`~.stores.TokenStore.save_renewed`): in Maestro the new token is *added* beside
    the one it renews (a note naming its generation, sending no other key), and every
@@ -225,7 +227,18 @@ class TokenLifecycle:
             log.debug("No token in %s", store.location)
             return False
         store.adopt(stored)
+        self._started_beside_a_renewal(stored)
         return True
+
+    def _started_beside_a_renewal(self, stored: dict[str, Any]) -> None:
+        """A bot that starts within a claim's life of a renewal that met nobody started
+        with its renewer (a herd whose claims the renewer did not see): a herd note says
+        so, and the next start claims."""
+        newest = newest_access_token(stored)
+        if not (self.coordinate and self.store.quiet and newest) or self.store.read_only:
+            return
+        if self.clock.now() - float(newest.get("cached_at", 0)) < self.claim_seconds:
+            self._met_herd(f"{self.me}0")
 
     def kept_client_id(self) -> str | None:
         """The app of a still-valid token kept on this machine (None: none), for a bot whose
@@ -549,13 +562,15 @@ class TokenLifecycle:
             return self.refresh_now(claims)
         deadline = began + 2 * self.claim_seconds + POLL
         waited_on: str | None = None
+        #: when a claim that was not first at this bot's first look became first
+        entitled: dict[str, float] = {}
         while True:
             read = self._read(max_age=0.0)
             if not isinstance(read, dict):
                 return self.refresh_now(claims)  # no readable token any more: for itself
             if self._adopt_if_newer(read):
-                if waited_on is not None and self.store.quiet:
-                    self._met_herd(me)  # its renewer did not see this bot
+                if self.store.quiet:  # its renewer did not see this bot's claim
+                    self._met_herd(me)
                 return False
             now, waited = self.clock.now(), self.monotonic() - began
             notes = [n for n in self.store.notes() if n.generation == start]
@@ -572,8 +587,13 @@ class TokenLifecycle:
             if not any(n.by == me for n in claimed) and waited < SEE_OWN_CLAIM:
                 self.sleep(POLL)  # the store shows this bot's claim a moment later
                 continue
-            first = next((n for n in claimed if n.by == me
-                          or now < n.at <= now + LONGEST_CLAIM), None)
+            first = next((n for n in claimed if n.by == me or (n.at <= now + LONGEST_CLAIM
+                          and now < max(n.at, entitled.get(n.by, 0.0) + self.claim_seconds))),
+                         None)
+            if first is not None and waited_on is not None and first.by != waited_on:
+                # it became first (the one before gave up or lapsed): its claim holds a
+                # whole claim's time from now, however long ago it was made
+                entitled.setdefault(first.by, now)
             if first is None or first.by == me or began + waited >= deadline:
                 met = self.store.crowded or waited_on is not None or any(
                     n.by != me for n in claimed) or any(n.kind == HERD for n in notes)

@@ -675,3 +675,19 @@ def test_a_claim_that_becomes_first_holds_a_whole_claim_s_time_from_then(shared,
     assert bot.renew() is False
 
     assert bot.refreshes == 0 and bot.held() == "b's"
+
+
+def test_a_bot_refused_late_takes_the_renewal_another_made_for_the_same_challenge(
+        shared, clock):
+    """Graph refused this bot's request seconds after it refused another's: the other
+    already renewed with the challenge's claims (a token issued after the event its
+    ``nbf`` names), and this bot takes that token instead of renewing again."""
+    shared.text = token(START - 600, gen=1)
+    bot = Bot(shared, clock)
+    event = START - 5
+    shared.text = token(START - 3, gen=2, secret="theirs")  # renewed for the challenge
+    claims = json.dumps({"access_token": {"nbf": {"essential": True, "value": str(event)}}})
+
+    bot.life.refused_by_graph("insufficient_claims", claims)
+
+    assert bot.refreshes == 0 and bot.held() == "theirs"

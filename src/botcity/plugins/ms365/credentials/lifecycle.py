@@ -98,6 +98,7 @@ runs against an in-memory store, a fake clock and a fake ``refresh`` in the test
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -143,6 +144,15 @@ log = logging.getLogger(__name__)
 _UNREADABLE, _FAILED = object(), object()
 #: How long to wait before retry ``n`` after Azure AD detected a request loop (AADSTS50196).
 LOOP_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0)
+
+
+def _not_before(claims: str | None) -> float:
+    """The time a claims challenge's token must be issued after (its ``nbf``; 0: none)."""
+    try:
+        value = json.loads(claims or "{}").get("access_token", {}).get("nbf", {}).get("value")
+        return float(value) if value is not None else 0.0
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 def _no_refresh() -> None:
@@ -377,7 +387,11 @@ class TokenLifecycle:
             log.warning("Microsoft Graph refused the access token before its expiry (%s%s); "
                         "renewing it", why, ", a claims challenge" if claims else "")
             self._refused_access = held.get("secret")
-            self._fresh_after = self.clock.now() - 1
+            # another bot's newer token answers the refusal when issued no earlier than the
+            # refused one (and after the event a claims challenge names: its "nbf"),
+            # whenever this bot's own request was refused
+            self._fresh_after = max(float(held.get("cached_at", 0) or 0),
+                                    _not_before(claims))
             try:
                 self.renew(refused=True, claims=claims)
             finally:

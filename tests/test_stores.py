@@ -183,7 +183,11 @@ def test_a_renewal_of_a_token_that_was_logged_out_leads_nowhere(sandbox, maestro
     running._has_state_changed = True
     running.save_token()
     logout = MaestroTokenStore(MaestroVault(maestro), LABEL)
-    assert logout.load_token() and logout.delete_token()
+    assert logout.load_token()
+    sandbox.requests.clear()
+    assert logout.delete_token()
+    assert [r.method for r in sandbox.requests("maestro")] == ["GET", "POST"], (
+        "one read (the removal is made over it), one write")
     assert [i["key"] for i in sandbox.maestro.credentials[LABEL]] == [
         "client_id", "client_secret", "tenant_id"], "the token and its renewal removed"
 

